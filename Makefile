@@ -1,0 +1,43 @@
+# The README's two commands. Both set everything up from nothing (they create .venv) and are idempotent.
+#   make book   install, export the library, run every experiment at the cpu profile, build the HTML book
+#   make test   install, nbdev_test, every experiment at the smoke profile, the book, pytest (incl. the browser check)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= cpu
+JOBS ?= 1
+
+.PHONY: book test install export nbtest check-clean clean
+
+# torch==2.13.0 goes in the same pip command as everything else: alone, a dependency would pull a multi-GB CUDA build
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+export: install
+	$(BIN)/nbdev_export
+
+book: export
+	$(BIN)/dlr book --profile $(PROFILE) --jobs $(JOBS)
+
+nbtest: export
+	$(BIN)/nbdev_test
+
+test: nbtest
+	$(BIN)/dlr book --profile smoke --jobs $(JOBS)
+	$(BIN)/python -m pytest tests
+
+# CI: the library must be what the notebooks export, and the notebooks must carry no outputs or metadata noise
+check-clean: export
+	$(BIN)/nbdev_clean
+	@drift=$$(git status --porcelain -- dlr_nb nbs); if [ -n "$$drift" ]; then \
+	  echo "nbs/ and dlr_nb/ are out of sync or nbs/ carries outputs; run 'make export' and '.venv/bin/nbdev_clean', then commit:"; \
+	  echo "$$drift"; git --no-pager diff --stat -- dlr_nb nbs; exit 1; fi
+
+clean:
+	rm -rf book/_build book/results book/.dlr book/api dist build *.egg-info
