@@ -418,13 +418,13 @@ def from_profile(profile: str, # smoke, cpu or paper
         if v is not None: values[k] = v
     return SimpleNamespace(**values)
 
-# %% ../nbs/00_core.ipynb #462f14ae
+# %% ../nbs/00_core.ipynb #a9de39d0
 def progress(iterable: Iterable | None = None, # what to iterate over
              disable: bool | None = None, # None: on only when stderr is a terminal (or DLR_PROGRESS=1)
              **kwargs, # passed to tqdm (desc, total, leave, ...)
             ):
     "A tqdm progress bar that is silent when not on a terminal."
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the plain bar: notebooks run headless here, and widgets would need ipywidgets
     if disable is None:
         disable = not (os.environ.get("DLR_PROGRESS") == "1" or sys.stderr.isatty())
     return tqdm(iterable, disable=disable, **kwargs)

@@ -17,7 +17,8 @@ from .factorization import CompressedFactorization, DeepFactorization, RecoveryP
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'TrainLog', 'make_optimizer', 'train', 'rho_recursion', 'complement', 'invariant_bases',
-           'complement_scale', 'principal_angles', 'trajectory_pca', 'step_cost_ratio']
+           'complement_scale', 'principal_angles', 'trajectory_pca', 'step_cost_ratio', 'speedup', 'log_rows',
+           'plot_curves']
 
 # %% ../nbs/11_dmf_training.ipynb #1bb74176
 @dataclass
@@ -133,11 +134,13 @@ def complement_scale(W_t: torch.Tensor, # W_l(t)
     rho = float(torch.linalg.norm(A) / torch.linalg.norm(B))
     return rho, float(torch.linalg.matrix_norm(A - rho * B, ord=2) / torch.linalg.matrix_norm(A, ord=2))
 
-# %% ../nbs/11_dmf_training.ipynb #b64183f4
+# %% ../nbs/11_dmf_training.ipynb #fdcb1fac
 def principal_angles(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    "Principal angles (radians, ascending) between the column spaces of A and B."
+    "Principal angles (radians, ascending) between the column spaces of A and B (accurate for tiny angles too)."
     Qa, Qb = torch.linalg.qr(A).Q, torch.linalg.qr(B).Q
-    return torch.arccos(torch.linalg.svdvals(Qa.T @ Qb).clamp(-1, 1)).flip(0)
+    cos = torch.linalg.svdvals(Qa.T @ Qb).clamp(-1, 1)  # descending: angles ascending
+    sin = torch.linalg.svdvals(Qb - Qa @ (Qa.T @ Qb)).clamp(-1, 1).flip(0)[: len(cos)]  # ascending
+    return torch.where(sin < 2 ** -0.5, torch.arcsin(sin), torch.arccos(cos))
 
 def trajectory_pca(*trajectories: np.ndarray, # each (T_i, D): flattened matrices along one run
                    k: int = 2, # number of components
@@ -168,3 +171,33 @@ def step_cost_ratio(model: nn.Module, # e.g. a CompressedFactorization
     with torch.no_grad():
         for p, s in zip(model.parameters(), saved): p.copy_(s)
     return {"step_seconds": t_step, "loss_grad_seconds": t_loss, "ratio": t_step / t_loss}
+
+# %% ../nbs/11_dmf_training.ipynb #a8c38581
+def speedup(reference: TrainLog, # e.g. the original network
+            other: TrainLog, # e.g. the compressed network
+            level: float | None = None, # the error to reach (default: the reference's final recovery error)
+            metric: str = "recovery",
+            x: str = "seconds", # seconds (wall time) or step (iterations)
+           ) -> float:
+    "How many times sooner `other` reaches `level` than `reference` (NaN if either never does)."
+    level = getattr(reference, metric)[-1] if level is None else level
+    a, b = reference.first(level, metric, x), other.first(level, metric, x)
+    if a is None or b is None or b <= 0: return float("nan")
+    return a / b
+
+def log_rows(logs: dict[str, TrainLog]) -> list[dict]:
+    "All logs as one table with a `method` column."
+    return [{"method": name, **row} for name, lg in logs.items() for row in lg.rows()]
+
+def plot_curves(ax, logs: dict[str, TrainLog], # label → log
+                x: str = "step", # step or seconds
+                metric: str = "recovery", # loss, recovery or relative
+                ylabel: str | None = None,
+               ):
+    "Error against step or wall time, log scale, one line per run."
+    for name, lg in logs.items():
+        ax.plot(getattr(lg, x), getattr(lg, metric), label=name, lw=2 if "original" in name else 1.5,
+                ls="--" if "original" in name else "-")
+    ax.set_yscale("log"); ax.set_xlabel("iteration" if x == "step" else "wall time (s)")
+    ax.set_ylabel(ylabel or metric); ax.grid(alpha=0.3); ax.legend(fontsize=8)
+    return ax

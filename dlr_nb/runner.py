@@ -168,7 +168,7 @@ def is_cached(exp: Experiment, params: dict, results: Path, lib: str | None = No
     try: read_results(files[0]); return True
     except (ValueError, OSError): return False
 
-# %% ../nbs/90_runner.ipynb #018e9350
+# %% ../nbs/90_runner.ipynb #e0fb36a6
 @dataclass
 class Outcome:
     "How one experiment of a run ended."
@@ -210,14 +210,17 @@ def execute(exp: Experiment, # the template
             work: Path, # scratch folder for staging and failed runs
             progress: bool = False, # papermill's progress bar
             key: str | None = None, # cache key to store on success
+            threads: int | None = None, # CPU threads for the kernel's torch/BLAS (None: their default)
            ) -> Outcome:
     "Run one experiment with papermill; move its results into `results` only when complete."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     stage = work / "staging" / f"{exp.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     stage.mkdir(parents=True)
-    saved = {k: os.environ.get(k) for k in ("DLR_RESULTS_DIR", "DLR_ROOT")}
-    os.environ.update(DLR_RESULTS_DIR=str(stage), DLR_ROOT=str(root))
+    env = dict(DLR_RESULTS_DIR=str(stage), DLR_ROOT=str(root))
+    if threads: env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(exp.path), str(stage / f"{exp.name}.ipynb"), parameters=params, progress_bar=progress,
@@ -239,7 +242,7 @@ def execute(exp: Experiment, # the template
             else: os.environ[k] = v
         shutil.rmtree(stage, ignore_errors=True)
 
-# %% ../nbs/90_runner.ipynb #f328e4f6
+# %% ../nbs/90_runner.ipynb #5dc136ce
 @dataclass
 class Project:
     "The folders a run works with."
@@ -279,12 +282,14 @@ def run_experiments(project: Project, # where templates and results live
     clean_stale_staging(project.work)
     lib = library_hash()
     progress = (sys.stderr.isatty() and jobs == 1) if progress is None else progress
+    # parallel kernels share the cores: give each its share, since oversubscribed OpenMP threads spin and crawl
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     outcomes, pending = {}, []
     for name, params in todo.items():
         exp = experiments[name]
         if not force and is_cached(exp, params, project.results, lib):
             outcomes[name] = Outcome(name, "cached"); log(f"{name}: unchanged, cached")
-        else: pending.append((exp, params, project.root, project.results, project.work, progress, cache_key(exp, params, lib)))
+        else: pending.append((exp, params, project.root, project.results, project.work, progress, cache_key(exp, params, lib), threads))
     if jobs == 1 or len(pending) <= 1:
         for job in pending:
             log(f"{job[0].name}: running ({job[1]['profile']} profile)")
