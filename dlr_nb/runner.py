@@ -168,7 +168,7 @@ def is_cached(exp: Experiment, params: dict, results: Path, lib: str | None = No
     try: read_results(files[0]); return True
     except (ValueError, OSError): return False
 
-# %% ../nbs/90_runner.ipynb #e0fb36a6
+# %% ../nbs/90_runner.ipynb #fc94d465
 @dataclass
 class Outcome:
     "How one experiment of a run ended."
@@ -224,7 +224,8 @@ def execute(exp: Experiment, # the template
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(exp.path), str(stage / f"{exp.name}.ipynb"), parameters=params, progress_bar=progress,
-                            cwd=str(stage), kernel_name="python3", log_output=False)
+                            cwd=str(stage), kernel_name="python3", log_output=False,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no kernel chatter on the terminal
         if not (stage / f"{exp.name}.json").is_file():
             raise TemplateError(f"{exp.name} ran but wrote no results JSON (it must end with ExperimentRun.finish())")
         read_results(stage / f"{exp.name}.json")

@@ -48,3 +48,5 @@ def test_templates_are_clean_and_follow_the_contract():
         assert exp.parameters["profile"].default == "cpu" and exp.parameters["device"].default == "auto"
         assert all(p.help for p in exp.parameters.values()), f"{name}: every parameter needs a trailing comment"
         assert set(exp.expected) == {"smoke", "cpu", "paper"}, f"{name}: dlr.expected needs all three profiles"
+        import papermill
+        assert set(papermill.inspect_notebook(str(exp.path))) == set(exp.parameters), f"{name}: papermill cannot parse every parameter line"
