@@ -17,8 +17,8 @@ from .factorization import CompressedFactorization, DeepFactorization, RecoveryP
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'TrainLog', 'make_optimizer', 'train', 'rho_recursion', 'complement', 'invariant_bases',
-           'complement_scale', 'principal_angles', 'trajectory_pca', 'step_cost_ratio', 'speedup', 'log_rows',
-           'plot_curves']
+           'complement_scale', 'factor_singular_values', 'singular_value_series', 'principal_angles', 'trajectory_pca',
+           'step_cost_ratio', 'speedup', 'log_rows', 'plot_curves']
 
 # %% ../nbs/11_dmf_training.ipynb #1bb74176
 @dataclass
@@ -133,6 +133,17 @@ def complement_scale(W_t: torch.Tensor, # W_l(t)
     A, B = W_t @ P, W_0 @ P / eps
     rho = float(torch.linalg.norm(A) / torch.linalg.norm(B))
     return rho, float(torch.linalg.matrix_norm(A - rho * B, ord=2) / torch.linalg.matrix_norm(A, ord=2))
+
+# %% ../nbs/11_dmf_training.ipynb #c93676ff
+def factor_singular_values(model: nn.Module) -> list[np.ndarray]:
+    "The singular values of every factor of `model` (a `record` callback for `train`)."
+    factors = model.factors if hasattr(model, "factors") else model.inner
+    return [torch.linalg.svdvals(w.detach()).cpu().numpy() for w in factors]
+
+def singular_value_series(log: TrainLog) -> list[np.ndarray]:
+    "Per layer, the recorded singular values as an array (logged steps × singular values)."
+    records = [r for _, r in log.records]
+    return [np.stack([r[l] for r in records]) for l in range(len(records[0]))]
 
 # %% ../nbs/11_dmf_training.ipynb #fdcb1fac
 def principal_angles(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
