@@ -13,7 +13,7 @@ from torch import nn
 from .core import check_choice, check_finite, check_range, check_type, resolve_device, resolve_dtype
 
 # %% auto #0
-__all__ = ['INITS', 'random_orthogonal', 'init_factor', 'DeepFactorization', 'layer_gradient', 'low_rank_target',
+__all__ = ['INITS', 'random_orthogonal', 'init_factor', 'chain_product', 'DeepFactorization', 'layer_gradient', 'low_rank_target',
            'completion_mask', 'RecoveryProblem', 'MatrixFactorization', 'MatrixCompletion', 'MatrixSensing',
            'CompressedFactorization', 'compress', 'compress_spectral']
 
@@ -41,7 +41,14 @@ def init_factor(shape: tuple[int, int], # (rows, columns)
     w = torch.randn(m, n, generator=g, dtype=torch.float64)
     return (w * (scale * math.sqrt(min(m, n)) / torch.linalg.norm(w))).to(dtype)
 
-# %% ../nbs/10_factorization.ipynb #d45764f2
+# %% ../nbs/10_factorization.ipynb #55dc95c2
+def chain_product(factors: Sequence[torch.Tensor]) -> torch.Tensor:
+    "The product W_L ⋯ W_1 of `factors` = [W_1, …, W_L]."
+    out = factors[0]
+    for w in factors[1:]: out = w @ out
+    return out
+
+# %% ../nbs/10_factorization.ipynb #44ee905a
 class DeepFactorization(nn.Module):
     "A deep linear network W_L ⋯ W_1 whose forward pass returns the end-to-end matrix."
     def __init__(self, d_in: int, # columns of the end-to-end matrix
@@ -73,9 +80,7 @@ class DeepFactorization(nn.Module):
 
     def forward(self) -> torch.Tensor:
         "The end-to-end matrix W_L ⋯ W_1."
-        out = self.factors[0]
-        for w in self.factors[1:]: out = w @ out
-        return out
+        return chain_product(self.factors)
 
     def param_groups(self, lr: float) -> list[dict]:
         "Optimizer parameter groups: every factor at `lr`."
@@ -183,7 +188,7 @@ class MatrixSensing(RecoveryProblem):
         self._check(W); return 0.5 * ((self.A @ W.reshape(-1) - self.y) ** 2).mean()
     def spectral_estimate(self): return (self.A.T @ self.y / len(self.y)).reshape(self.shape)
 
-# %% ../nbs/10_factorization.ipynb #c9a81783
+# %% ../nbs/10_factorization.ipynb #e88638cc
 class CompressedFactorization(nn.Module):
     "The compressed deep factorization U_L · W̃_L ⋯ W̃_1 · V_1ᵀ with 2r̂×2r̂ inner factors."
     def __init__(self, left: torch.Tensor, # U_L, d_out × k
@@ -207,9 +212,7 @@ class CompressedFactorization(nn.Module):
 
     def core(self) -> torch.Tensor:
         "The product of the inner factors W̃_L ⋯ W̃_1 (k × k)."
-        out = self.inner[0]
-        for w in self.inner[1:]: out = w @ out
-        return out
+        return chain_product(self.inner)
 
     def forward(self) -> torch.Tensor:
         "The end-to-end matrix, formed as (U_L · core) · V_1ᵀ in O(d² k)."
