@@ -17,7 +17,7 @@ from .core import DivergenceError, check_choice, check_range, check_type, progre
 # %% auto #0
 __all__ = ['LOSSES', 'check_features', 'class_statistics', 'equinorm', 'equiangularity', 'collapse_metrics', 'class_separation',
            'fit_log_linear', 'weight_matrices', 'norm_product', 'numerical_rank', 'stable_rank', 'ReLUNet',
-           'NormalizedNet', 'classification_loss', 'log_schedule', 'train_classifier']
+           'NormalizedNet', 'ConvNet1D', 'classification_loss', 'log_schedule', 'train_classifier']
 
 # %% ../nbs/50_collapse.ipynb #085ad2c5
 def check_features(H: torch.Tensor, # N × p features
@@ -186,6 +186,41 @@ class NormalizedNet(nn.Module):
     def forward(self, x): return self.features(x)[-1]
     @property
     def classifier(self) -> torch.Tensor: return (self.rho[-1] * self.V[-1]).detach()
+
+# %% ../nbs/50_collapse.ipynb #b31939d9
+class ConvNet1D(nn.Module):
+    "A bias-free 1-D convolutional classifier: strided convolutions with ReLU, a linear hidden layer, the classifier."
+    def __init__(self, length: int = 40, # input length
+                 channels: Sequence[int] = (32, 32), # output channels of the convolutions
+                 kernel_size: int = 5, # odd kernel size
+                 hidden: int = 128, # width of the linear hidden layer (the penultimate features)
+                 classes: int = 10, # number of classes
+                 norm: str | None = None, # None or "bn"
+                 seed: int = 0):
+        super().__init__()
+        check_choice("norm", norm, [None, "bn"]); check_range("length", length, 1); check_range("hidden", hidden, 1)
+        if kernel_size % 2 == 0: raise ValueError(f"kernel_size must be odd; got {kernel_size}")
+        chans = [1, *channels]
+        bn = lambda c: nn.BatchNorm1d(c, affine=False) if norm == "bn" else nn.Identity()
+        for _ in channels: length = (length + 1) // 2
+        with torch.random.fork_rng(devices=[]):  # seeded layers, caller's random stream untouched
+            torch.manual_seed(seed)
+            self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel_size, stride=2, padding=kernel_size // 2, bias=False)
+                                       for a, b in zip(chans[:-1], chans[1:]))
+            self.fc, self.out = nn.Linear(chans[-1] * length, hidden, bias=False), nn.Linear(hidden, classes, bias=False)
+        self.norms, self.fc_norm = nn.ModuleList(bn(c) for c in channels), bn(hidden)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        "Every layer's output (flattened), the penultimate features, then the logits."
+        h, out = (x.unsqueeze(1) if x.ndim == 2 else x), []
+        for conv, norm in zip(self.convs, self.norms):
+            h = torch.relu(norm(conv(h))); out.append(h.flatten(1))
+        h = torch.relu(self.fc_norm(self.fc(h.flatten(1))))
+        return out + [h, self.out(h)]
+
+    def forward(self, x): return self.features(x)[-1]
+    @property
+    def classifier(self) -> torch.Tensor: return self.out.weight
 
 # %% ../nbs/50_collapse.ipynb #b4210faf
 LOSSES = ("square", "ce")
