@@ -15,10 +15,11 @@ import torch
 
 # %% auto #0
 __all__ = ['DEVICE_PATTERN', 'DTYPES', 'PROFILES', 'RESULTS_SCHEMA', 'check_type', 'check_choice', 'check_range', 'check_finite',
-           'int_list', 'seed_everything', 'resolve_device', 'resolve_dtype', 'Timer', 'benchmark', 'DivergenceError',
-           'check_loss', 'evaluate_criterion', 'make_claim', 'find_repo_root', 'results_dir', 'git_commit',
-           'device_name', 'environment_info', 'blas_report', 'system_report', 'matmul_gflops', 'atomic_write_text',
-           'validate_results', 'read_results', 'ExperimentRun', 'from_profile', 'progress']
+           'int_list', 'float_list', 'seed_everything', 'resolve_device', 'resolve_dtype', 'Timer', 'benchmark',
+           'DivergenceError', 'check_loss', 'evaluate_criterion', 'spearman', 'make_claim', 'find_repo_root',
+           'results_dir', 'git_commit', 'device_name', 'environment_info', 'blas_report', 'system_report',
+           'matmul_gflops', 'atomic_write_text', 'validate_results', 'read_results', 'ExperimentRun', 'from_profile',
+           'progress']
 
 # %% ../nbs/00_core.ipynb #cc0dcda5
 def check_type(name: str, # the parameter's name, as the user wrote it
@@ -68,7 +69,7 @@ def check_finite(name: str, # the parameter's name
     if not ok: raise ValueError(f"{name} must be finite; it contains NaN or inf")
     return value
 
-# %% ../nbs/00_core.ipynb #4790f060
+# %% ../nbs/00_core.ipynb #1bd943b4
 def int_list(name: str, # the parameter's name
              text: str, # comma-separated integers, e.g. "128,256"
              low: int = 1, # smallest allowed element
@@ -78,6 +79,15 @@ def int_list(name: str, # the parameter's name
     except ValueError: raise ValueError(f"{name} must be comma-separated integers, e.g. '128,256'; got {text!r}") from None
     if not values: raise ValueError(f"{name} must list at least one integer; got {text!r}")
     for v in values: check_range(name, v, low)
+    return values
+
+def float_list(name: str, # the parameter's name
+               text: str, # comma-separated numbers, e.g. "0,0.0005"
+              ) -> list[float]:
+    "The numbers of a comma-separated `text`; a `ValueError` naming `name` otherwise."
+    try: values = [float(t) for t in str(text).split(",") if t.strip()]
+    except ValueError: raise ValueError(f"{name} must be comma-separated numbers, e.g. '0,0.001'; got {text!r}") from None
+    if not values: raise ValueError(f"{name} must list at least one number; got {text!r}")
     return values
 
 # %% ../nbs/00_core.ipynb #f8d6e385
@@ -183,6 +193,18 @@ def evaluate_criterion(criterion: str, # e.g. ">= 2", "< 1e-8", "in [0.5, 2]", "
         return bool(_CMP[m["op"]](measured, target))
     if isinstance(measured, bool): return False
     return bool(float(m["low"]) <= measured <= float(m["high"]))
+
+# %% ../nbs/00_core.ipynb #c62bab86
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    "Spearman rank correlation of two equally long sequences (NaN when either is constant)."
+    def ranks(x):
+        x = np.asarray(x, dtype=float); r = np.empty(len(x)); r[np.argsort(x, kind="stable")] = np.arange(len(x))
+        for v in np.unique(x): r[x == v] = r[x == v].mean()  # ties share their average rank
+        return r
+    ra, rb = ranks(a), ranks(b)
+    if len(ra) != len(rb): raise ValueError(f"spearman needs sequences of equal length; got {len(ra)} and {len(rb)}")
+    if ra.std() == 0 or rb.std() == 0: return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 # %% ../nbs/00_core.ipynb #d2703ba3
 def _plain(x):
