@@ -157,7 +157,7 @@ class _LowRankTracker:
     def move(self, i: int, delta: float):
         self.a += self.U[i].double() * delta; self.z[i] += delta
 
-# %% ../nbs/40_pruning.ipynb #a2ca1960
+# %% ../nbs/40_pruning.ipynb #9ee1927e
 class BlockDiagonalFisher:
     "Per-layer blocks of the damped empirical Fisher (curvature between layers ignored)."
     def __init__(self, blocks: list, sizes: list[int]):
@@ -189,7 +189,7 @@ class _BlockTracker:
         self.f, self.parts = fisher, [b.tracker(p) for b, p in zip(fisher.blocks, fisher._split(z))]
     def at(self, idx):
         idx = torch.as_tensor(idx); flat = idx.reshape(-1); out = torch.empty(len(flat), dtype=torch.float64, device=flat.device)
-        ks = torch.searchsorted(self.f.offsets, flat, right=True) - 1
+        ks = (torch.searchsorted(self.f.offsets, flat.cpu(), right=True) - 1).to(flat.device)  # offsets live on the CPU
         for k in ks.unique().tolist():
             sel = ks == k; out[sel] = self.parts[k].at(flat[sel] - int(self.f.offsets[k]))
         return out.reshape(idx.shape)
