@@ -32,7 +32,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg["lib_name"], cfg["lib_name"] + ".*"]),
     include_package_data=True,
     install_requires=reqs("requirements"),
-    extras_require={"data": reqs("data_requirements"), "book": reqs("book_requirements"), "dev": reqs("dev_requirements")},
+    extras_require={"data": reqs("data_requirements"), "lora": reqs("lora_requirements"), "book": reqs("book_requirements"), "dev": reqs("dev_requirements")},
     python_requires=">=" + min_python,
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
