@@ -139,7 +139,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
         layer.merge(); _set_module(model, name, layer.base_layer)
     return model
 
-# %% ../nbs/20_deep_lora.ipynb #cdc0f5f8
+# %% ../nbs/20_deep_lora.ipynb #c3870e48
 def _orth(A: torch.Tensor, r: int) -> torch.Tensor:
     "An orthonormal basis of r columns for the span of A's columns."
     Q, _ = torch.linalg.qr(A.double())
@@ -164,10 +164,14 @@ def compress_layer(layer: DeepLoraLinear, rank: int, train_outer: bool = False) 
         left = _orth(torch.cat([U[:, :rank // 2], WL.double() @ Vh[:rank // 2].T / eps], 1), rank)
         right = dW.T @ left / eps ** L
     else: raise ValueError("compress needs a wide adapter (width equal to a side of the layer) whose factors hold the gradient of one batch")
-    dtype = W1.dtype
-    layer.lora_factors = nn.ParameterList(nn.Parameter(eps * torch.eye(rank, dtype=dtype, device=W1.device)) for _ in range(L))
-    layer.lora_left, layer.lora_right = (nn.Parameter(t.to(dtype), requires_grad=train_outer) for t in (left, right))
-    layer.width, layer.rank, layer.compressed = rank, rank, True
+    return _set_compressed(layer, left.to(W1.dtype), right.to(W1.dtype), train_outer)
+
+def _set_compressed(layer: DeepLoraLinear, left: torch.Tensor, right: torch.Tensor, train_outer: bool = False) -> DeepLoraLinear:
+    "Give the layer the compressed form left · W̃_L⋯W̃_1 · rightᵀ with W̃_ℓ = ε I_r."
+    r = left.shape[1]
+    layer.lora_factors = nn.ParameterList(nn.Parameter(layer.epsilon * torch.eye(r, dtype=left.dtype, device=left.device)) for _ in range(layer.depth))
+    layer.lora_left, layer.lora_right = (nn.Parameter(t, requires_grad=train_outer) for t in (left, right))
+    layer.width, layer.rank, layer.compressed = r, r, True
     return layer
 
 # %% ../nbs/20_deep_lora.ipynb #3a8170a7
@@ -191,7 +195,7 @@ def outer_parameters(model: nn.Module) -> list[nn.Parameter]:
     "The left/right bases of compressed adapters (trained at γ·lr when train_outer)."
     return [p for m in adapters(model).values() if m.compressed for p in (m.lora_left, m.lora_right) if p.requires_grad]
 
-# %% ../nbs/20_deep_lora.ipynb #1c3bc952
+# %% ../nbs/20_deep_lora.ipynb #a4e28bb1
 def save_adapters(model: nn.Module, folder: str | Path, extra: dict | None = None) -> Path:
     "Write adapter_model.safetensors and adapter_config.json of the model's adapters and trainable modules."
     from safetensors.torch import save_file
@@ -217,14 +221,11 @@ def load_adapters(model: nn.Module, folder: str | Path) -> nn.Module:
         except AttributeError: raise ValueError(f"the adapters were saved for another model: it has no module {name!r}") from None
         if not isinstance(base, nn.Linear) or [base.out_features, base.in_features] != c["shape"]:
             raise ValueError(f"the adapters were saved for another model: {name!r} should be a {c['shape'][0]}×{c['shape'][1]} linear layer")
-        layer = DeepLoraLinear(base, rank=c["rank"] if not c["compressed"] else min(c["rank"], min(c["shape"])), depth=c["depth"],
-                               width=c["width"] if not c["compressed"] else None, init=c["init"], epsilon=c["epsilon"], scaling=c["scaling"])
-        if c["compressed"]:
-            r = c["rank"]; m, n = c["shape"]
-            z = base.weight.new_zeros
-            layer.lora_factors = nn.ParameterList(nn.Parameter(z(r, r)) for _ in range(c["depth"]))
-            layer.lora_left, layer.lora_right = nn.Parameter(z(m, r), requires_grad=False), nn.Parameter(z(n, r), requires_grad=False)
-            layer.compressed, layer.width = True, r
+        layer = DeepLoraLinear(base, rank=c["rank"], depth=c["depth"], width=None if c["compressed"] else c["width"], init=c["init"],
+                               epsilon=c["epsilon"], scaling=c["scaling"])
+        if c["compressed"]:  # the shapes of the compressed form; the values come from the file
+            (m, n), z = c["shape"], base.weight.new_zeros
+            _set_compressed(layer, z(m, c["rank"]), z(n, c["rank"]))
         _set_module(model, name, layer)
     state = model.state_dict()
     for k, v in tensors.items():

@@ -15,14 +15,14 @@ from torch.nn.utils import prune as torch_prune
 from .core import check_choice, check_range, check_type, progress
 
 # %% auto #0
-__all__ = ['PRUNABLE', 'STRUCTURES', 'METHODS', 'prunable_layers', 'flat_weights', 'set_flat_weights', 'check_data',
-           'per_sample_gradients', 'DenseFisher', 'LowRankFisher', 'BlockDiagonalFisher', 'fisher_from_gradients',
-           'empirical_fisher', 'pruned_count', 'smallest_mask', 'magnitude_mask', 'obs_scores', 'obs_update',
-           'woodfisher_update', 'rmp_masks', 'quadratic_cost', 'swap_pass', 'cbs_select', 'cbs_update',
+__all__ = ['PRUNABLE', 'STRUCTURES', 'METHODS', 'prunable_layers', 'layer_sizes', 'flat_weights', 'set_flat_weights',
+           'check_data', 'per_sample_gradients', 'DenseFisher', 'LowRankFisher', 'BlockDiagonalFisher',
+           'fisher_from_gradients', 'empirical_fisher', 'pruned_count', 'smallest_mask', 'magnitude_mask', 'obs_scores',
+           'obs_update', 'woodfisher_update', 'rmp_masks', 'quadratic_cost', 'swap_pass', 'cbs_select', 'cbs_update',
            'obc_prune_layer', 'apply_masks', 'remove_masks', 'removed_mask', 'measured_sparsity', 'data_loss',
            'accuracy', 'layer_inputs', 'prune']
 
-# %% ../nbs/40_pruning.ipynb #52ba8a97
+# %% ../nbs/40_pruning.ipynb #a0a3a1c5
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -33,6 +33,10 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
         raise ValueError("model already carries pruning masks; call remove_masks(model) first")
     return layers
 
+def layer_sizes(layers: dict[str, nn.Module]) -> list[int]:
+    "Number of weights of each layer, in order (how the flat vector splits)."
+    return [m.weight.numel() for m in layers.values()]
+
 def flat_weights(layers: dict[str, nn.Module]) -> torch.Tensor:
     "The prunable weights as one flat vector (a copy)."
     return torch.cat([m.weight.detach().reshape(-1) for m in layers.values()]).clone()
@@ -40,7 +44,7 @@ def flat_weights(layers: dict[str, nn.Module]) -> torch.Tensor:
 def set_flat_weights(layers: dict[str, nn.Module], w: torch.Tensor):
     "Write the flat vector `w` back into the layers' weights."
     with torch.no_grad():
-        for m, part in zip(layers.values(), w.split([m.weight.numel() for m in layers.values()])):
+        for m, part in zip(layers.values(), w.split(layer_sizes(layers))):
             m.weight.copy_(part.reshape(m.weight.shape))
 
 # %% ../nbs/40_pruning.ipynb #3d34279b
@@ -106,7 +110,7 @@ class _DenseTracker:
     def at(self, idx): return self.h[idx]
     def move(self, i: int, delta: float): self.h += self.F[:, i] * delta
 
-# %% ../nbs/40_pruning.ipynb #a8265477
+# %% ../nbs/40_pruning.ipynb #072cb48a
 class LowRankFisher:
     "Damped empirical Fisher U Uᵀ + λI with U = G/√N kept as d × N; never forms a d × d matrix."
     def __init__(self, grads: torch.Tensor, # d × N per-sample gradients
@@ -126,7 +130,7 @@ class LowRankFisher:
             self._chol = torch.linalg.cholesky(K)
         return self._chol
     def matvec(self, v): return (self.U @ (self.U.T @ v.to(self.U.dtype))).double() + self.damping * v.double()
-    def diag(self): return (self.U.double() ** 2).sum(1) + self.damping
+    def diag(self): return (self.U ** 2).sum(1).double() + self.damping
     def entries(self, i: int, js: torch.Tensor):
         return (self.U[js] @ self.U[i]).double() + self.damping * (js == i).double()
     def inv_matvec(self, v):
@@ -196,7 +200,7 @@ class _BlockTracker:
     def move(self, i: int, delta: float):
         k = self.f._block_of(i); self.parts[k].move(i - int(self.f.offsets[k]), delta)
 
-# %% ../nbs/40_pruning.ipynb #ac4ef64f
+# %% ../nbs/40_pruning.ipynb #0739c1d4
 STRUCTURES = ("auto", "dense", "low-rank", "block-diagonal")
 
 def fisher_from_gradients(grads: torch.Tensor, # d × N per-sample gradients
@@ -220,7 +224,7 @@ def empirical_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     "The damped empirical Fisher of the cross-entropy at the model's prunable weights, from samples (x, y)."
     check_choice("structure", structure, STRUCTURES); check_range("damping", damping, 0, low_open=True)
     grads = per_sample_gradients(model, x, y, dtype=dtype, show_progress=show_progress)
-    return fisher_from_gradients(grads, damping, structure, [m.weight.numel() for m in prunable_layers(model).values()])
+    return fisher_from_gradients(grads, damping, structure, layer_sizes(prunable_layers(model)))
 
 # %% ../nbs/40_pruning.ipynb #a8894c50
 def pruned_count(d: int, sparsity: float) -> int:
@@ -366,11 +370,11 @@ def obc_prune_layer(W: torch.Tensor, # rows × cols weights of a linear layer
     w[removed] = 0
     return w.to(W.dtype), removed
 
-# %% ../nbs/40_pruning.ipynb #1352dc45
+# %% ../nbs/40_pruning.ipynb #a8c9a03a
 def apply_masks(model: nn.Module, removed: torch.Tensor):
     "Attach the flat removed-mask to the model's prunable layers as persistent pruning masks."
     layers = prunable_layers(model)
-    for m, part in zip(layers.values(), removed.split([m.weight.numel() for m in layers.values()])):
+    for m, part in zip(layers.values(), removed.split(layer_sizes(layers))):
         torch_prune.custom_from_mask(m, "weight", (~part).reshape(m.weight.shape).to(m.weight.device))
     return model
 
@@ -416,7 +420,7 @@ def layer_inputs(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor
         for h in hooks: h.remove()
     return seen
 
-# %% ../nbs/40_pruning.ipynb #1f35bfd4
+# %% ../nbs/40_pruning.ipynb #1c629ce6
 def _check_prune_args(model, sparsity, method, damping, data):
     check_range("sparsity", sparsity, 0, 1, high_open=True); check_range("damping", damping, 0, low_open=True)
     check_choice("method", method, METHODS)
@@ -468,7 +472,7 @@ def prune(model: nn.Module, sparsity: float, # share of the prunable weights rem
     elif method == "cbs": w = cbs_update(w, removed, fisher)
     elif method == "obc":
         inputs, parts = layer_inputs(pruned, layers, x), []
-        for (n, m), r in zip(layers.items(), removed.split([m.weight.numel() for m in layers.values()])):
+        for (n, m), r in zip(layers.items(), removed.split(layer_sizes(layers))):
             parts.append(obc_prune_layer(m.weight.detach(), inputs[n].reshape(-1, m.in_features), r.reshape(m.weight.shape).sum(1)))
         w, removed = torch.cat([p[0].reshape(-1) for p in parts]), torch.cat([p[1].reshape(-1) for p in parts])
     else: w = torch.where(removed, 0.0, w)
