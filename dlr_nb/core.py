@@ -17,9 +17,9 @@ import torch
 __all__ = ['DEVICE_PATTERN', 'DTYPES', 'PROFILES', 'RESULTS_SCHEMA', 'check_type', 'check_choice', 'check_range', 'check_finite',
            'int_list', 'float_list', 'seed_everything', 'resolve_device', 'resolve_dtype', 'Timer', 'benchmark',
            'resident_bytes', 'PeakMemory', 'DivergenceError', 'check_loss', 'evaluate_criterion', 'spearman',
-           'loglog_fit', 'make_claim', 'find_repo_root', 'results_dir', 'git_commit', 'device_name', 'environment_info',
-           'blas_report', 'system_report', 'matmul_gflops', 'atomic_write_text', 'validate_results', 'read_results',
-           'ExperimentRun', 'from_profile', 'progress']
+           'loglog_fit', 'mean_interval', 'make_claim', 'find_repo_root', 'results_dir', 'git_commit', 'device_name',
+           'environment_info', 'blas_report', 'system_report', 'matmul_gflops', 'atomic_write_text', 'validate_results',
+           'read_results', 'ExperimentRun', 'from_profile', 'progress']
 
 # %% ../nbs/00_core.ipynb #cc0dcda5
 def check_type(name: str, # the parameter's name, as the user wrote it
@@ -247,6 +247,17 @@ def loglog_fit(x: Sequence[float], y: Sequence[float], # positive values
     se = math.sqrt(((ly - a - b * lx) ** 2).sum() / (len(lx) - 2) / ((lx - lx.mean()) ** 2).sum())
     t = float(stats.t.ppf((1 + level) / 2, len(lx) - 2))
     return {"slope": float(b), "intercept": float(a), "se": se, "low": float(b - t * se), "high": float(b + t * se)}
+
+# %% ../nbs/00_core.ipynb #a5974d40
+def mean_interval(x: Sequence[float], # e.g. paired differences
+                  level: float = 0.95) -> dict: # confidence level of the interval
+    "Mean of x with its Student-t interval (`low`, `high`; infinite for a single value)."
+    from scipy import stats
+    x = np.asarray(x, dtype=float)
+    if len(x) < 1 or not np.isfinite(x).all(): raise ValueError(f"mean_interval needs at least one finite value; got {x.tolist()}")
+    if len(x) == 1: return {"mean": float(x[0]), "se": math.inf, "low": -math.inf, "high": math.inf, "n": 1}
+    se = float(x.std(ddof=1) / math.sqrt(len(x))); t = float(stats.t.ppf((1 + level) / 2, len(x) - 1))
+    return {"mean": float(x.mean()), "se": se, "low": float(x.mean() - t * se), "high": float(x.mean() + t * se), "n": len(x)}
 
 # %% ../nbs/00_core.ipynb #d2703ba3
 def _plain(x):

@@ -19,7 +19,7 @@ from .lora import adapters, outer_parameters, save_adapters, target_modules
 # %% auto #0
 __all__ = ['MINILM', 'ADAPTERS', 'TextTask', 'load_task', 'few_shot', 'encode', 'task_loss', 'metrics', 'evaluate_model',
            'load_encoder', 'peft_lora', 'adapted_model', 'FinetuneConfig', 'distributed_context', 'make_optimizer',
-           'finetune']
+           'finetune', 'batch_loss', 'fewshot_trial']
 
 # %% ../nbs/21_finetune.ipynb #e2e485b8
 @dataclass
@@ -173,12 +173,13 @@ def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Opti
     groups = [{"params": main}] + ([{"params": [p for p in model.parameters() if id(p) in outer], "lr": config.lr * config.outer_lr_ratio}] if outer else [])
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0)
 
-# %% ../nbs/21_finetune.ipynb #d03c1283
+# %% ../nbs/21_finetune.ipynb #d7af02fb
 def finetune(model: nn.Module, tokenizer, train: TextTask, config: FinetuneConfig = FinetuneConfig(),
              eval_data: TextTask | None = None, # evaluated every eval_every steps and at the end
              device: str | torch.device = "auto",
              checkpoint: str | Path | None = None, # folder for the adapters (safetensors) at the end
-             show_progress: bool | None = None) -> list[dict]:
+             show_progress: bool | None = None,
+             callback=None) -> list[dict]: # callback(step, model) at step 0 and after every step (e.g. an UpdateTracker)
     "Fine-tune the trainable parameters on `train`; returns the log (step, loss, seconds, metrics)."
     import time
     from torch.nn.parallel import DistributedDataParallel
@@ -190,6 +191,7 @@ def finetune(model: nn.Module, tokenizer, train: TextTask, config: FinetuneConfi
     sched = torch.optim.lr_scheduler.LambdaLR(opt, (lambda s: 1.0) if config.schedule == "constant" else (lambda s: max(0.0, 1 - s / config.steps)))
     g, order, log, start = np.random.default_rng(config.seed), np.array([], dtype=int), [], time.perf_counter()
     net.train()
+    if callback is not None: callback(0, model)
     for step in progress(range(1, config.steps + 1), desc="steps", disable=(rank != 0) if show_progress is None else not show_progress):
         while len(order) < config.batch_size: order = np.concatenate([order, g.permutation(len(train))])
         idx, order = order[:config.batch_size], order[config.batch_size:]
@@ -203,7 +205,25 @@ def finetune(model: nn.Module, tokenizer, train: TextTask, config: FinetuneConfi
         if eval_data is not None and rank == 0 and (step == config.steps or (config.eval_every and step % config.eval_every == 0)):
             row.update(evaluate_model(model, tokenizer, eval_data, config.eval_batch_size, config.max_length, dev))
         log.append(row)
+        if callback is not None: callback(step, model)
     if checkpoint is not None and rank == 0:
         if adapters(model): save_adapters(model, checkpoint)
         else: model.save_pretrained(str(checkpoint), safe_serialization=True)
     return log
+
+# %% ../nbs/21_finetune.ipynb #bea041cc
+def batch_loss(tokenizer, data: TextTask, size: int = 16, max_length: int = 128, device="cpu"):
+    "loss_fn(model): the loss on the first `size` examples of `data` (the batch compression looks at)."
+    batch = encode(tokenizer, data, np.arange(min(size, len(data))), max_length, device)
+    return lambda model: task_loss(_logits(model, batch), batch["labels"], data.task)
+
+def fewshot_trial(base: nn.Module, tokenizer, kind: str, # one of ADAPTERS
+                  train: TextTask, eval_data: TextTask | None, config: FinetuneConfig,
+                  targets="all-dense", rank: int = 8, device="auto",
+                  callback=None) -> tuple[nn.Module, list[dict]]: # callback(step, model), as in finetune
+    "Fine-tune a fresh copy of `base` with adapter `kind` (seeded by config.seed); returns the model and the log."
+    import copy
+    dev = resolve_device(device)
+    loss_fn = batch_loss(tokenizer, train, config.batch_size, config.max_length, dev) if kind == "Deep LoRA compressed" else None
+    model, _ = adapted_model(copy.deepcopy(base).to(dev), kind, targets, rank, config.seed, loss_fn)
+    return model, finetune(model, tokenizer, train, config, eval_data, dev, show_progress=False, callback=callback)
