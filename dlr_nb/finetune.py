@@ -142,12 +142,13 @@ def adapted_model(model: nn.Module, kind: str, targets="all-dense", rank: int = 
     start = time.perf_counter(); compress(model, loss_fn, rank)
     return model, time.perf_counter() - start
 
-# %% ../nbs/21_finetune.ipynb #55535eb5
+# %% ../nbs/21_finetune.ipynb #ec84e11f
 @dataclass
 class FinetuneConfig:
     steps: int = 500 # optimizer steps
     batch_size: int = 16 # global batch size
     lr: float = 1e-4 # AdamW learning rate
+    adam_eps: float = 1e-6 # AdamW ε (the reference's; PyTorch's default is 1e-8)
     schedule: str = "constant" # constant or linear (decay to 0)
     outer_lr_ratio: float = 1.0 # γ: learning-rate ratio of trainable left/right bases of compressed adapters
     max_length: int = 128 # tokens per sequence
@@ -156,7 +157,7 @@ class FinetuneConfig:
     bf16: bool = True # autocast to bf16 on CUDA
     seed: int = 0 # order of the batches
     def __post_init__(self):
-        check_range("steps", self.steps, 1); check_range("batch_size", self.batch_size, 1); check_range("lr", self.lr, 0, low_open=True)
+        check_range("steps", self.steps, 1); check_range("batch_size", self.batch_size, 1); check_range("lr", self.lr, 0, low_open=True); check_range("adam_eps", self.adam_eps, 0)
         check_choice("schedule", self.schedule, ["constant", "linear"]); check_range("outer_lr_ratio", self.outer_lr_ratio, 0)
 
 def distributed_context(device: torch.device) -> tuple[int, int]:
@@ -171,7 +172,7 @@ def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Opti
     outer = {id(p) for p in outer_parameters(model)}
     main = [p for p in model.parameters() if p.requires_grad and id(p) not in outer]
     groups = [{"params": main}] + ([{"params": [p for p in model.parameters() if id(p) in outer], "lr": config.lr * config.outer_lr_ratio}] if outer else [])
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=config.adam_eps, weight_decay=0.0)
 
 # %% ../nbs/21_finetune.ipynb #d7af02fb
 def finetune(model: nn.Module, tokenizer, train: TextTask, config: FinetuneConfig = FinetuneConfig(),
