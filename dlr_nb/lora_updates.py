@@ -24,7 +24,7 @@ def delta_weights(model: nn.Module, adapter_name: str = "default") -> dict[str, 
             out[n.removeprefix("base_model.model.")] = m.get_delta_weight(adapter_name).detach().float()
     return out
 
-# %% ../nbs/22_lora_updates.ipynb #784c37d4
+# %% ../nbs/22_lora_updates.ipynb #0fe42531
 def numerical_rank(W: torch.Tensor, tol: float = 1e-3) -> int:
     "The number of singular values of W above tol."
     check_range("tol", tol, 0)
@@ -38,7 +38,7 @@ def top_subspace(W: torch.Tensor, k: int) -> torch.Tensor:
 def subspace_similarity(U: torch.Tensor, V: torch.Tensor) -> float:
     "Mean squared cosine of the principal angles between span U and span V (orthonormal columns)."
     if U.shape != V.shape: raise ValueError(f"U and V must have the same shape; got {tuple(U.shape)} and {tuple(V.shape)}")
-    return float((U.T @ V).pow(2).sum() / U.shape[1])
+    return float((U.T.double() @ V.double()).pow(2).sum() / U.shape[1])
 
 # %% ../nbs/22_lora_updates.ipynb #1756b2f8
 class UpdateTracker:
