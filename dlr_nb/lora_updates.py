@@ -11,7 +11,7 @@ from .core import check_range
 from .lora import adapters
 
 # %% auto #0
-__all__ = ['delta_weights', 'numerical_rank', 'top_subspace', 'subspace_similarity', 'UpdateTracker']
+__all__ = ['delta_weights', 'numerical_rank', 'subspace_similarity', 'UpdateTracker']
 
 # %% ../nbs/22_lora_updates.ipynb #e3b182ee
 def delta_weights(model: nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
@@ -24,16 +24,11 @@ def delta_weights(model: nn.Module, adapter_name: str = "default") -> dict[str, 
             out[n.removeprefix("base_model.model.")] = m.get_delta_weight(adapter_name).detach().float()
     return out
 
-# %% ../nbs/22_lora_updates.ipynb #0fe42531
+# %% ../nbs/22_lora_updates.ipynb #6e86f46f
 def numerical_rank(W: torch.Tensor, tol: float = 1e-3) -> int:
     "The number of singular values of W above tol."
     check_range("tol", tol, 0)
     return int((torch.linalg.svdvals(W.float()) > tol).sum())
-
-def top_subspace(W: torch.Tensor, k: int) -> torch.Tensor:
-    "An orthonormal basis (m × k) of the top-k left singular subspace of W."
-    check_range("k", k, 1, min(W.shape))
-    return torch.linalg.svd(W.float(), full_matrices=False)[0][:, :k]
 
 def subspace_similarity(U: torch.Tensor, V: torch.Tensor) -> float:
     "Mean squared cosine of the principal angles between span U and span V (orthonormal columns)."
