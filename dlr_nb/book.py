@@ -4,12 +4,12 @@
 
 # %% ../nbs/91_book.ipynb #cb81d86a
 from __future__ import annotations
-import json, math, re, shutil, subprocess, sys
+import json, re, subprocess, sys
 from pathlib import Path
 
 import nbformat
 
-from .core import read_results
+from .experiment import read_results
 
 # %% auto #0
 __all__ = ['LEDGER_COLUMNS', 'ledger_rows', 'format_value', 'ledger_markdown', 'ledger_text', 'write_if_changed', 'tidy_notebook',
@@ -25,42 +25,74 @@ def ledger_rows(results: str | Path) -> list[dict]:
             rows.append({**c, "experiment": res["experiment"], "profile": res["profile"]})
     return sorted(rows, key=lambda r: (r["experiment"], r["id"]))
 
+
 def format_value(x) -> str:
     "A measured value for a table: 4 significant digits, booleans as yes/no, missing as —."
-    if x is None: return "—"
-    if isinstance(x, bool): return "yes" if x else "no"
-    if isinstance(x, float): return f"{x:.4g}"
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:.4g}"
     return str(x)
 
 # %% ../nbs/91_book.ipynb #92f6b231
 LEDGER_COLUMNS = ("claim", "source", "statement", "paper", "measured", "criterion", "holds", "profile")
 
-def _cells(r: dict) -> list[str]:
-    return [r["id"], r["source"], r["statement"], r["paper"], format_value(r["measured"]), r["criterion"],
-            "✓" if r["holds"] else "✗", r["profile"]]
 
-def ledger_markdown(rows: list[dict], # from `ledger_rows`
-                    link_prefix: str = "results/", # where the executed notebooks are, relative to the page
-                   ) -> str:
+def _cells(r: dict) -> list[str]:
+    return [
+        r["id"],
+        r["source"],
+        r["statement"],
+        r["paper"],
+        format_value(r["measured"]),
+        r["criterion"],
+        "✓" if r["holds"] else "✗",
+        r["profile"],
+    ]
+
+
+def ledger_markdown(
+    rows: list[dict],  # from `ledger_rows`
+    link_prefix: str = "results/",  # where the executed notebooks are, relative to the page
+) -> str:
     "The ledger as a Markdown table, grouped by experiment."
-    if not rows: return "*No results yet: run `dlr run` (or `make book`).*\n"
+    if not rows:
+        return "*No results yet: run `dlr run` (or `make book`).*\n"
     esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
     held = sum(r["holds"] for r in rows)
     out = [f"**{held} of {len(rows)} claims hold.**", ""]
     for exp in dict.fromkeys(r["experiment"] for r in rows):
-        out += [f"## [{exp}]({link_prefix}{exp}.ipynb)", "", "| " + " | ".join(LEDGER_COLUMNS) + " |",
-                "|" + "---|" * len(LEDGER_COLUMNS)]
+        out += [
+            f"## [{exp}]({link_prefix}{exp}.ipynb)",
+            "",
+            "| " + " | ".join(LEDGER_COLUMNS) + " |",
+            "|" + "---|" * len(LEDGER_COLUMNS),
+        ]
         out += ["| " + " | ".join(esc(c) for c in _cells(r)) + " |" for r in rows if r["experiment"] == exp]
         notes = [f"- `{r['id']}`: {r['note']}" for r in rows if r["experiment"] == exp and r.get("note")]
         out += ([""] + notes if notes else []) + [""]
     return "\n".join(out)
 
+
 def ledger_text(rows: list[dict]) -> str:
     "The ledger as a plain-text table for a terminal."
-    if not rows: return "no results yet: run `dlr run`"
+    if not rows:
+        return "no results yet: run `dlr run`"
     cols = ("experiment", "claim", "paper", "measured", "criterion", "holds", "profile")
-    table = [cols] + [(r["experiment"], r["id"], r["paper"], format_value(r["measured"]), r["criterion"],
-                       "yes" if r["holds"] else "NO", r["profile"]) for r in rows]
+    table = [cols] + [
+        (
+            r["experiment"],
+            r["id"],
+            r["paper"],
+            format_value(r["measured"]),
+            r["criterion"],
+            "yes" if r["holds"] else "NO",
+            r["profile"],
+        )
+        for r in rows
+    ]
     widths = [min(40, max(len(str(t[i])) for t in table)) for i in range(len(cols))]
     lines = ["  ".join(str(c)[:w].ljust(w) for c, w in zip(t, widths)).rstrip() for t in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -69,10 +101,15 @@ def ledger_text(rows: list[dict]) -> str:
 # %% ../nbs/91_book.ipynb #a26f6d9b
 _DIRECTIVE = re.compile(r"^\s*#\|.*$\n?", re.M)
 
+
 def write_if_changed(path: Path, text: str) -> bool:
     "Write `text` to `path` unless it already holds exactly that (keeps incremental builds fast)."
-    if path.is_file() and path.read_text(encoding="utf-8") == text: return False
-    path.parent.mkdir(parents=True, exist_ok=True); path.write_text(text, encoding="utf-8"); return True
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return True
+
 
 def tidy_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     "A copy of a library notebook for reading: hidden cells dropped, directive comments removed."
@@ -80,66 +117,99 @@ def tidy_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     keep = []
     for c in nb.cells:
         if c.cell_type == "code":
-            if re.search(r"^\s*#\|\s*(hide|default_exp)\b", c.source, re.M): continue
+            if re.search(r"^\s*#\|\s*(hide|default_exp)\b", c.source, re.M):
+                continue
             c.source = _DIRECTIVE.sub("", c.source).strip("\n")
-            if not c.source: continue
+            if not c.source:
+                continue
         keep.append(c)
     nb.cells = keep
     return nb
 
+
 def _module_of(nb) -> str | None:
     for c in nb.cells:
         m = re.search(r"^\s*#\|\s*default_exp\s+(\S+)", c.source, re.M)
-        if m: return m.group(1)
+        if m:
+            return m.group(1)
     return None
+
 
 def api_index(modules: list[tuple[str, str, str]]) -> str:
     "The API index page from (page stem, module name, title) triples, listing exported names."
     import importlib
-    out = ["# API reference", "", "The library `dlr_nb`, one page per notebook of `nbs/` — the code, its explanation and its tests.", ""]
+
+    out = [
+        "# API reference",
+        "",
+        "The library `dlr_nb`, one page per notebook of `nbs/` — the code, its explanation and its tests.",
+        "",
+    ]
     for stem, module, title in modules:
         mod = importlib.import_module(f"dlr_nb.{module}")
         out += [f"## [`dlr_nb.{module}`](nbs/{stem}.ipynb) — {title}", ""]
         for name in getattr(mod, "__all__", []):
             doc = (getattr(getattr(mod, name), "__doc__", None) or "").strip().splitlines()
-            if callable(getattr(mod, name)) and doc: out.append(f"- `{name}` — {doc[0]}")
+            if callable(getattr(mod, name)) and doc:
+                out.append(f"- `{name}` — {doc[0]}")
         out.append("")
     return "\n".join(out)
 
-def write_api_pages(nbs: str | Path, # the library notebooks
-                    dest: str | Path, # the book's api/ folder
-                   ) -> list[Path]:
+
+def write_api_pages(
+    nbs: str | Path,  # the library notebooks
+    dest: str | Path,  # the book's api/ folder
+) -> list[Path]:
     "Write the tidied notebooks to `dest/nbs/` and the index to `dest/index.md`; return the pages."
     nbs, dest = Path(nbs), Path(dest)
     pages, modules = [], []
     for path in sorted(nbs.glob("[0-9]*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         module = _module_of(nb)
-        if module is None: continue
-        title = next((c.source.splitlines()[0].lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"), module)
+        if module is None:
+            continue
+        title = next(
+            (c.source.splitlines()[0].lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"), module
+        )
         target = dest / "nbs" / path.name
         write_if_changed(target, nbformat.writes(tidy_notebook(nb)) + "\n")
-        pages.append(target); modules.append((path.stem, module, title))
+        pages.append(target)
+        modules.append((path.stem, module, title))
     stale = set((dest / "nbs").glob("*.ipynb")) - set(pages)
-    for p in stale: p.unlink()
+    for p in stale:
+        p.unlink()
     write_if_changed(dest / "index.md", api_index(modules))
     return [dest / "index.md", *pages]
 
 # %% ../nbs/91_book.ipynb #078db5a1
 def prepare_book(root: str | Path) -> None:
     "Write the generated pages of the book under `root/book`."
-    root = Path(root); book = root / "book"
+    root = Path(root)
+    book = root / "book"
     (book / "results").mkdir(parents=True, exist_ok=True)
     write_if_changed(book / "results" / "ledger_table.md", ledger_markdown(ledger_rows(book / "results")))
     write_api_pages(root / "nbs", book / "api")
 
-def build_book(root: str | Path, # the repository root
-               warnings_as_errors: bool = True, # fail on any Sphinx warning
-              ) -> Path:
+
+def build_book(
+    root: str | Path,  # the repository root
+    warnings_as_errors: bool = True,  # fail on any Sphinx warning
+) -> Path:
     "Prepare and build the HTML book into `root/book/_build/html`; return the path of its index page."
-    root = Path(root); prepare_book(root)
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root / "book"), "--builder", "html"]
-    if warnings_as_errors: cmd += ["--warningiserror", "--keep-going"]
+    root = Path(root)
+    prepare_book(root)
+    cmd = [
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+        "build",
+        str(root / "book"),
+        "--builder",
+        "html",
+    ]
+    if warnings_as_errors:
+        cmd += ["--warningiserror", "--keep-going"]
     proc = subprocess.run(cmd, cwd=root)
-    if proc.returncode != 0: raise RuntimeError(f"the book build failed (exit {proc.returncode}); see the Sphinx messages above")
+    if proc.returncode != 0:
+        raise RuntimeError(f"the book build failed (exit {proc.returncode}); see the Sphinx messages above")
     return root / "book" / "_build" / "html" / "index.html"

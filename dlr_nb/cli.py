@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, sys
 
-from .core import PROFILES
+from .experiment import PROFILES
 from .runner import Project, UsageError, TemplateError, discover, run_experiments, summary
 
 # %% auto #0
@@ -17,6 +17,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"dlr: error: {message} (see dlr --help)\n")
 
+
 def make_parser() -> argparse.ArgumentParser:
     "The `dlr` argument parser."
     p = _Parser(prog="dlr", description="Run the dlr-nb experiments and build the book.")
@@ -25,11 +26,18 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="experiments, their descriptions and expected time per profile")
     r = sub.add_parser("run", help="run experiments (all by default), skipping unchanged ones")
     r.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all)")
-    for q in (r, b := sub.add_parser("book", help="run what is missing or stale, then build the HTML book")):
+    for q in (r, sub.add_parser("book", help="run what is missing or stale, then build the HTML book")):
         q.add_argument("--profile", default="cpu", help=f"sizes of the run: {', '.join(PROFILES)} (default: cpu)")
         q.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: each template's, auto)")
         q.add_argument("--jobs", type=int, default=1, help="experiments run in parallel processes (default: 1)")
-    r.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a parameter (repeatable)")
+    r.add_argument(
+        "-p",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter (repeatable)",
+    )
     r.add_argument("--force", action="store_true", help="ignore the cache and rerun")
     sub.add_parser("ledger", help="every claim of every result, as a table")
     return p
@@ -37,41 +45,57 @@ def make_parser() -> argparse.ArgumentParser:
 # %% ../nbs/92_cli.ipynb #9ec9ff7d
 def _list(project: Project) -> int:
     exps = discover(project.experiments)
-    rows = [("experiment", "description", *PROFILES)] + [(e.name, e.description, *(e.expected.get(p, "?") for p in PROFILES)) for e in exps.values()]
+    rows = [("experiment", "description", *PROFILES)] + [
+        (e.name, e.description, *(e.expected.get(p, "?") for p in PROFILES)) for e in exps.values()
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows: print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
+
 
 def _run(project: Project, a) -> int:
     outcomes = run_experiments(project, a.names, a.profile, a.overrides, a.device, a.force, a.jobs)
     print(summary(outcomes))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
+
 def _book(project: Project, a) -> int:
     from dlr_nb.book import build_book
+
     outcomes = run_experiments(project, None, a.profile, [], a.device, False, a.jobs)
     print(summary(outcomes))
-    if any(o.status == "failed" for o in outcomes): return 1
+    if any(o.status == "failed" for o in outcomes):
+        return 1
     print(f"book: {build_book(project.root)}")
     return 0
 
+
 def _ledger(project: Project) -> int:
     from dlr_nb.book import ledger_rows, ledger_text
+
     print(ledger_text(ledger_rows(project.results)))
     return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `dlr` command; returns the exit status."
     a = make_parser().parse_args(argv)
     try:
         project = Project(a.root) if a.root else Project.find()
-        if a.command == "list": return _list(project)
-        if a.command == "run": return _run(project, a)
-        if a.command == "book": return _book(project, a)
+        if a.command == "list":
+            return _list(project)
+        if a.command == "run":
+            return _run(project, a)
+        if a.command == "book":
+            return _book(project, a)
         return _ledger(project)
     except (UsageError, TemplateError) as e:
-        print(f"dlr: error: {e}", file=sys.stderr); return 2
+        print(f"dlr: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("dlr: interrupted; no partial results were kept", file=sys.stderr); return 130
+        print("dlr: interrupted; no partial results were kept", file=sys.stderr)
+        return 130
     except RuntimeError as e:
-        print(f"dlr: {e}", file=sys.stderr); return 1
+        print(f"dlr: {e}", file=sys.stderr)
+        return 1

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import DivergenceError, check_choice, check_range, check_type, progress
+from .core import check_choice, check_range, check_type, DivergenceError, progress
 
 # %% auto #0
 __all__ = ['LOSSES', 'check_features', 'class_statistics', 'equinorm', 'equiangularity', 'collapse_metrics', 'class_separation',
@@ -20,18 +20,24 @@ __all__ = ['LOSSES', 'check_features', 'class_statistics', 'equinorm', 'equiangu
            'NormalizedNet', 'ConvNet1D', 'classification_loss', 'log_schedule', 'train_classifier']
 
 # %% ../nbs/50_collapse.ipynb #085ad2c5
-def check_features(H: torch.Tensor, # N × p features
-                   y: torch.Tensor, # N labels in 0..C-1
-                   num_classes: int | None = None, # C (default: max label + 1)
-                  ) -> int:
+def check_features(
+    H: torch.Tensor,  # N × p features
+    y: torch.Tensor,  # N labels in 0..C-1
+    num_classes: int | None = None,  # C (default: max label + 1)
+) -> int:
     "Validate features and labels for the collapse metrics; return the number of classes."
-    if H.ndim != 2: raise ValueError(f"features must be a matrix (samples × dimensions); got shape {tuple(H.shape)}")
-    if len(H) != len(y): raise ValueError(f"features and labels differ in length: {len(H)} features, {len(y)} labels")
-    if not torch.isfinite(H).all(): raise ValueError("features contain NaN or inf")
+    if H.ndim != 2:
+        raise ValueError(f"features must be a matrix (samples × dimensions); got shape {tuple(H.shape)}")
+    if len(H) != len(y):
+        raise ValueError(f"features and labels differ in length: {len(H)} features, {len(y)} labels")
+    if not torch.isfinite(H).all():
+        raise ValueError("features contain NaN or inf")
     C = int(y.max()) + 1 if num_classes is None else num_classes
-    if C < 2: raise ValueError("the metrics need at least two classes; got a single class")
+    if C < 2:
+        raise ValueError("the metrics need at least two classes; got a single class")
     counts = torch.bincount(y.long(), minlength=C)
-    if (counts == 0).any(): raise ValueError(f"class {int(torch.nonzero(counts == 0)[0])} has no sample (empty class)")
+    if (counts == 0).any():
+        raise ValueError(f"class {int(torch.nonzero(counts == 0)[0])} has no sample (empty class)")
     return C
 
 # %% ../nbs/50_collapse.ipynb #a415b849
@@ -52,6 +58,7 @@ def equinorm(vectors: torch.Tensor) -> float:
     n = torch.linalg.norm(vectors, dim=0)
     return float(n.std(unbiased=False) / n.mean())
 
+
 def equiangularity(vectors: torch.Tensor) -> float:
     "Mean over pairs c ≠ c' of |cos(v_c, v_c') + 1/(C−1)| for the columns of `vectors` (0 for a simplex ETF)."
     C = vectors.shape[1]
@@ -60,21 +67,30 @@ def equiangularity(vectors: torch.Tensor) -> float:
     off = ~torch.eye(C, dtype=torch.bool, device=G.device)
     return float((G[off] + 1 / (C - 1)).abs().mean())
 
-def collapse_metrics(H: torch.Tensor, # N × p penultimate features
-                     y: torch.Tensor, # N labels
-                     W: torch.Tensor | None = None, # C × p classifier weights (for NC2-W, NC3, NC4)
-                     b: torch.Tensor | None = None, # C classifier biases
-                     num_classes: int | None = None,
-                    ) -> dict:
+
+def collapse_metrics(
+    H: torch.Tensor,  # N × p penultimate features
+    y: torch.Tensor,  # N labels
+    W: torch.Tensor | None = None,  # C × p classifier weights (for NC2-W, NC3, NC4)
+    b: torch.Tensor | None = None,  # C classifier biases
+    num_classes: int | None = None,
+) -> dict:
     "NC1, NC2 (equinorm and equiangularity of means and classifier rows), NC3 and NC4."
-    H = H.detach(); st = class_statistics(H, y, num_classes)
+    H = H.detach()
+    st = class_statistics(H, y, num_classes)
     C, M = st["C"], st["M"]
-    out = {"NC1": float(torch.trace(st["Sigma_W"] @ torch.linalg.pinv(st["Sigma_B"], hermitian=True)) / C),
-           "NC2_equinorm_means": equinorm(M), "NC2_equiangular_means": equiangularity(M)}
+    out = {
+        "NC1": float(torch.trace(st["Sigma_W"] @ torch.linalg.pinv(st["Sigma_B"], hermitian=True)) / C),
+        "NC2_equinorm_means": equinorm(M),
+        "NC2_equiangular_means": equiangularity(M),
+    }
     if W is not None:
         W = W.detach()
-        out.update(NC2_equinorm_classifier=equinorm(W.T), NC2_equiangular_classifier=equiangularity(W.T),
-                   NC3=float(torch.linalg.norm(W.T / torch.linalg.norm(W) - M / torch.linalg.norm(M)) ** 2))
+        out.update(
+            NC2_equinorm_classifier=equinorm(W.T),
+            NC2_equiangular_classifier=equiangularity(W.T),
+            NC3=float(torch.linalg.norm(W.T / torch.linalg.norm(W) - M / torch.linalg.norm(M)) ** 2),
+        )
         logits = H @ W.T + (0 if b is None else b.detach())
         ncc = torch.cdist(H, st["means"]).argmin(1)
         out["NC4"] = float((logits.argmax(1) != ncc).double().mean())
@@ -86,52 +102,75 @@ def class_separation(H: torch.Tensor, y: torch.Tensor, num_classes: int | None =
     st = class_statistics(H.detach(), y, num_classes)
     return float(torch.trace(st["Sigma_W"]) / torch.trace(st["Sigma_B"]))
 
+
 def fit_log_linear(values: Sequence[float]) -> dict:
     "Least-squares fit log10(values[l]) ≈ a + b·l: slope b, intercept a and R²."
-    v = np.log10(np.asarray(values, dtype=float)); l = np.arange(len(v))
+    v = np.log10(np.asarray(values, dtype=float))
+    l = np.arange(len(v))
     b, a = np.polyfit(l, v, 1)
-    resid = v - (a + b * l); total = ((v - v.mean()) ** 2).sum()
-    return {"slope": float(b), "intercept": float(a), "r2": float(1 - (resid ** 2).sum() / total) if total > 0 else 1.0}
+    resid = v - (a + b * l)
+    total = ((v - v.mean()) ** 2).sum()
+    return {"slope": float(b), "intercept": float(a), "r2": float(1 - (resid**2).sum() / total) if total > 0 else 1.0}
 
 # %% ../nbs/50_collapse.ipynb #d9b67794
 def weight_matrices(model: nn.Module) -> list[torch.Tensor]:
     "The effective weight matrices of a network's linear (or 1-D convolution, flattened) layers, input first."
-    if hasattr(model, "effective_weights"): return model.effective_weights()
-    return [m.weight.detach().reshape(m.weight.shape[0], -1) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d))]
+    if hasattr(model, "effective_weights"):
+        return model.effective_weights()
+    return [
+        m.weight.detach().reshape(m.weight.shape[0], -1)
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d))
+    ]
+
 
 def norm_product(model: nn.Module) -> dict:
     "Per-layer Frobenius norms ρ_k and their product ρ."
     norms = [float(torch.linalg.norm(W)) for W in weight_matrices(model)]
     return {"rho_k": norms, "rho": float(np.prod(norms))}
 
+
 def numerical_rank(W: torch.Tensor, rel_tol: float = 1e-3) -> int:
     "The number of singular values of W above rel_tol × the largest."
     s = torch.linalg.svdvals(W.detach())
     return int((s > rel_tol * s[0]).sum())
 
+
 def stable_rank(W: torch.Tensor) -> float:
     "‖W‖_F² / ‖W‖_2²."
     s = torch.linalg.svdvals(W.detach())
-    return float((s ** 2).sum() / s[0] ** 2)
+    return float((s**2).sum() / s[0] ** 2)
 
 # %% ../nbs/50_collapse.ipynb #ec4d48b5
 class ReLUNet(nn.Module):
     "A bias-free deep classifier W_L σ(⋯σ(W_1 x)), optionally with batch normalization (no affine) after hidden layers."
-    def __init__(self, dims: Sequence[int], # [input, hidden…, classes]
-                 norm: str | None = None, # None or "bn"
-                 activation: str | None = "relu", # "relu" or None (a deep linear network)
-                 init_scale: float | None = None, # None: PyTorch default; else orthogonal init times this
-                 seed: int = 0):
+
+    def __init__(
+        self,
+        dims: Sequence[int],  # [input, hidden…, classes]
+        norm: str | None = None,  # None or "bn"
+        activation: str | None = "relu",  # "relu" or None (a deep linear network)
+        init_scale: float | None = None,  # None: PyTorch default; else orthogonal init times this
+        seed: int = 0,
+    ):
         super().__init__()
-        if len(dims) < 2: raise ValueError(f"dims must list at least an input and an output size; got {list(dims)}")
-        for d in dims: check_type("dims", d, int); check_range("dims", d, 1)
-        check_choice("norm", norm, [None, "bn"]); check_choice("activation", activation, ["relu", None])
+        if len(dims) < 2:
+            raise ValueError(f"dims must list at least an input and an output size; got {list(dims)}")
+        for d in dims:
+            check_type("dims", d, int)
+            check_range("dims", d, 1)
+        check_choice("norm", norm, [None, "bn"])
+        check_choice("activation", activation, ["relu", None])
         g = torch.Generator().manual_seed(seed)
         self.layers = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:]))
         for lin in self.layers:
-            if init_scale is None: nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=g)
-            else: nn.init.orthogonal_(lin.weight, gain=init_scale, generator=g)
-        self.norms = nn.ModuleList(nn.BatchNorm1d(d, affine=False) if norm == "bn" else nn.Identity() for d in dims[1:-1])
+            if init_scale is None:
+                nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=g)
+            else:
+                nn.init.orthogonal_(lin.weight, gain=init_scale, generator=g)
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(d, affine=False) if norm == "bn" else nn.Identity() for d in dims[1:-1]
+        )
         self.activation = activation
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -141,22 +180,31 @@ class ReLUNet(nn.Module):
             h = lin(h)
             if i < len(self.layers) - 1:
                 h = self.norms[i](h)
-                if self.activation == "relu": h = torch.relu(h)
+                if self.activation == "relu":
+                    h = torch.relu(h)
             out.append(h)
         return out
 
-    def forward(self, x): return self.features(x)[-1]
+    def forward(self, x):
+        return self.features(x)[-1]
+
     @property
-    def classifier(self) -> torch.Tensor: return self.layers[-1].weight
+    def classifier(self) -> torch.Tensor:
+        return self.layers[-1].weight
+
 
 class NormalizedNet(nn.Module):
     "A bias-free ReLU classifier with layers ρ_k V_k, ‖V_k‖_F = 1 kept by projected gradient and renormalization."
+
     def __init__(self, dims: Sequence[int], seed: int = 0):
         super().__init__()
         base = ReLUNet(dims, seed=seed)
-        self.V = nn.ParameterList(nn.Parameter(l.weight.detach() / torch.linalg.norm(l.weight.detach())) for l in base.layers)
+        self.V = nn.ParameterList(
+            nn.Parameter(l.weight.detach() / torch.linalg.norm(l.weight.detach())) for l in base.layers
+        )
         self.rho = nn.Parameter(torch.stack([torch.linalg.norm(l.weight.detach()) for l in base.layers]))
-        for k, V in enumerate(self.V): V.register_hook(lambda g, V=V, k=k: self._tangent(g, V, k))
+        for k, V in enumerate(self.V):
+            V.register_hook(lambda g, V=V, k=k: self._tangent(g, V, k))
 
     def _tangent(self, g: torch.Tensor, V: torch.Tensor, k: int) -> torch.Tensor:
         "The gradient projected on the sphere's tangent space at V, rescaled by 1/ρ_k²."
@@ -169,7 +217,8 @@ class NormalizedNet(nn.Module):
     @torch.no_grad()
     def renormalize(self):
         "Put every V_k back on the unit sphere (call after each optimizer step)."
-        for V in self.V: V /= torch.linalg.norm(V)
+        for V in self.V:
+            V /= torch.linalg.norm(V)
 
     def effective_weights(self) -> list[torch.Tensor]:
         "The layers ρ_k V_k."
@@ -179,93 +228,134 @@ class NormalizedNet(nn.Module):
         out, h = [], x
         for i, (r, V) in enumerate(zip(self.rho, self.V)):
             h = r * (h @ V.T)
-            if i < len(self.V) - 1: h = torch.relu(h)
+            if i < len(self.V) - 1:
+                h = torch.relu(h)
             out.append(h)
         return out
 
-    def forward(self, x): return self.features(x)[-1]
+    def forward(self, x):
+        return self.features(x)[-1]
+
     @property
-    def classifier(self) -> torch.Tensor: return (self.rho[-1] * self.V[-1]).detach()
+    def classifier(self) -> torch.Tensor:
+        return (self.rho[-1] * self.V[-1]).detach()
 
 # %% ../nbs/50_collapse.ipynb #b31939d9
 class ConvNet1D(nn.Module):
     "A bias-free 1-D convolutional classifier: strided convolutions with ReLU, a linear hidden layer, the classifier."
-    def __init__(self, length: int = 40, # input length
-                 channels: Sequence[int] = (32, 32), # output channels of the convolutions
-                 kernel_size: int = 5, # odd kernel size
-                 hidden: int = 128, # width of the linear hidden layer (the penultimate features)
-                 classes: int = 10, # number of classes
-                 norm: str | None = None, # None or "bn"
-                 seed: int = 0):
+
+    def __init__(
+        self,
+        length: int = 40,  # input length
+        channels: Sequence[int] = (32, 32),  # output channels of the convolutions
+        kernel_size: int = 5,  # odd kernel size
+        hidden: int = 128,  # width of the linear hidden layer (the penultimate features)
+        classes: int = 10,  # number of classes
+        norm: str | None = None,  # None or "bn"
+        seed: int = 0,
+    ):
         super().__init__()
-        check_choice("norm", norm, [None, "bn"]); check_range("length", length, 1); check_range("hidden", hidden, 1)
-        if kernel_size % 2 == 0: raise ValueError(f"kernel_size must be odd; got {kernel_size}")
+        check_choice("norm", norm, [None, "bn"])
+        check_range("length", length, 1)
+        check_range("hidden", hidden, 1)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd; got {kernel_size}")
         chans = [1, *channels]
         bn = lambda c: nn.BatchNorm1d(c, affine=False) if norm == "bn" else nn.Identity()
-        for _ in channels: length = (length + 1) // 2
+        for _ in channels:
+            length = (length + 1) // 2
         with torch.random.fork_rng(devices=[]):  # seeded layers, caller's random stream untouched
             torch.manual_seed(seed)
-            self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel_size, stride=2, padding=kernel_size // 2, bias=False)
-                                       for a, b in zip(chans[:-1], chans[1:]))
-            self.fc, self.out = nn.Linear(chans[-1] * length, hidden, bias=False), nn.Linear(hidden, classes, bias=False)
+            self.convs = nn.ModuleList(
+                nn.Conv1d(a, b, kernel_size, stride=2, padding=kernel_size // 2, bias=False)
+                for a, b in zip(chans[:-1], chans[1:])
+            )
+            self.fc, self.out = (
+                nn.Linear(chans[-1] * length, hidden, bias=False),
+                nn.Linear(hidden, classes, bias=False),
+            )
         self.norms, self.fc_norm = nn.ModuleList(bn(c) for c in channels), bn(hidden)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         "Every layer's output (flattened), the penultimate features, then the logits."
         h, out = (x.unsqueeze(1) if x.ndim == 2 else x), []
         for conv, norm in zip(self.convs, self.norms):
-            h = torch.relu(norm(conv(h))); out.append(h.flatten(1))
+            h = torch.relu(norm(conv(h)))
+            out.append(h.flatten(1))
         h = torch.relu(self.fc_norm(self.fc(h.flatten(1))))
         return out + [h, self.out(h)]
 
-    def forward(self, x): return self.features(x)[-1]
+    def forward(self, x):
+        return self.features(x)[-1]
+
     @property
-    def classifier(self) -> torch.Tensor: return self.out.weight
+    def classifier(self) -> torch.Tensor:
+        return self.out.weight
 
 # %% ../nbs/50_collapse.ipynb #b4210faf
 LOSSES = ("square", "ce")
 
+
 def classification_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "square") -> torch.Tensor:
     "Square loss ½‖f(x) − e_y‖² (batch mean) or cross-entropy."
-    if loss == "ce": return F.cross_entropy(logits, y)
+    if loss == "ce":
+        return F.cross_entropy(logits, y)
     return 0.5 * ((logits - F.one_hot(y, logits.shape[1]).to(logits.dtype)) ** 2).sum(1).mean()
+
 
 def log_schedule(epochs: int, points: int = 20) -> list[int]:
     "About `points` distinct epochs from 0 to `epochs`, spaced logarithmically."
     return sorted({0, epochs, *np.unique(np.geomspace(1, max(epochs, 1), points).astype(int)).tolist()})
 
-def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     epochs: int = 100, # passes over the data
-                     batch_size: int = 128, # minibatch size (≥ len(x): full batch)
-                     lr: float = 0.05, # learning rate
-                     momentum: float = 0.9,
-                     weight_decay: float = 5e-4, # λ: the loss gains λ Σ‖W_k‖² / 2 through SGD's decay
-                     loss: str = "square", # square or ce
-                     evaluate=None, # called as evaluate(model, epoch) on the log schedule; its dicts are returned
-                     log_points: int = 20, # number of evaluations
-                     seed: int = 0,
-                     show_progress: bool | None = None,
-                    ) -> list[dict]:
+
+def train_classifier(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int = 100,  # passes over the data
+    batch_size: int = 128,  # minibatch size (≥ len(x): full batch)
+    lr: float = 0.05,  # learning rate
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,  # λ: the loss gains λ Σ‖W_k‖² / 2 through SGD's decay
+    loss: str = "square",  # square or ce
+    evaluate=None,  # called as evaluate(model, epoch) on the log schedule; its dicts are returned
+    log_points: int = 20,  # number of evaluations
+    seed: int = 0,
+    show_progress: bool | None = None,
+) -> list[dict]:
     "Minibatch SGD on a classifier; returns the rows produced by `evaluate` on a log-spaced epoch schedule."
-    check_choice("loss", loss, LOSSES); check_range("epochs", epochs, 0); check_range("batch_size", batch_size, 1)
-    check_range("lr", lr, 0, low_open=True); check_range("weight_decay", weight_decay, 0)
-    if len(x) != len(y): raise ValueError(f"inputs and labels differ in length: {len(x)} and {len(y)}")
+    check_choice("loss", loss, LOSSES)
+    check_range("epochs", epochs, 0)
+    check_range("batch_size", batch_size, 1)
+    check_range("lr", lr, 0, low_open=True)
+    check_range("weight_decay", weight_decay, 0)
+    if len(x) != len(y):
+        raise ValueError(f"inputs and labels differ in length: {len(x)} and {len(y)}")
     groups = model.param_groups() if hasattr(model, "param_groups") else model.parameters()
     opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
     schedule, rows = set(log_schedule(epochs, log_points)), []
+
     def log(epoch):
         if evaluate is not None:
             model.eval()
-            with torch.no_grad(): rows.append({"epoch": epoch, **evaluate(model, epoch)})
+            with torch.no_grad():
+                rows.append({"epoch": epoch, **evaluate(model, epoch)})
             model.train()
+
     log(0)
-    for epoch in progress(range(1, epochs + 1), desc="epochs", disable=None if show_progress is None else not show_progress):
+    for epoch in progress(
+        range(1, epochs + 1), desc="epochs", disable=None if show_progress is None else not show_progress
+    ):
         for idx in torch.randperm(len(x), generator=g).split(batch_size):
             opt.zero_grad(set_to_none=True)
             value = classification_loss(model(x[idx]), y[idx], loss)
-            value.backward(); opt.step()
-            if hasattr(model, "renormalize"): model.renormalize()
-        if not math.isfinite(value.item()): raise DivergenceError(epoch, value.item(), "lower the learning rate")
-        if epoch in schedule: log(epoch)
+            value.backward()
+            opt.step()
+            if hasattr(model, "renormalize"):
+                model.renormalize()
+        if not math.isfinite(value.item()):
+            raise DivergenceError(epoch, value.item(), "lower the learning rate")
+        if epoch in schedule:
+            log(epoch)
     return rows

@@ -20,9 +20,11 @@ __all__ = ['TASKS', 'MANIFOLDS', 'same_conv', 'ConvResNeXtConfig', 'GroupedBlock
            'robust_error']
 
 # %% ../nbs/30_convresnext.ipynb #6e9b98a8
-def same_conv(z: torch.Tensor, # B × channels × D
-              weight: torch.Tensor, # out × in/groups × K
-              groups: int = 1) -> torch.Tensor:
+def same_conv(
+    z: torch.Tensor,  # B × channels × D
+    weight: torch.Tensor,  # out × in/groups × K
+    groups: int = 1,
+) -> torch.Tensor:
     "The papers' length-preserving convolution: window i..i+K-1, zeros past the end."
     return F.conv1d(F.pad(z, (0, weight.shape[-1] - 1)), weight, groups=groups)
 
@@ -37,87 +39,126 @@ class ConvResNeXtConfig:
     paths: int = 2  # M: parallel paths per block (1: ConvResNet)
     blocks: int = 2  # N: residual blocks
     outputs: int = 1  # outputs of W_out (1: a scalar regression or logistic score)
+
     def __post_init__(self):
-        if self.hidden is None: self.hidden = self.width
+        if self.hidden is None:
+            self.hidden = self.width
         for name in ("D", "width", "hidden", "kernel", "layers", "paths", "blocks", "outputs"):
-            check_type(name, getattr(self, name), int); check_range(name, getattr(self, name), 1)
+            check_type(name, getattr(self, name), int)
+            check_range(name, getattr(self, name), 1)
+
 
 def _path_shapes(c: ConvResNeXtConfig) -> list[tuple[int, int]]:
     "(in, out) channels of each layer of one path."
-    if c.layers == 1: return [(c.width, c.width)]
+    if c.layers == 1:
+        return [(c.width, c.width)]
     return [(c.width, c.hidden)] + [(c.hidden, c.hidden)] * (c.layers - 2) + [(c.hidden, c.width)]
 
 # %% ../nbs/30_convresnext.ipynb #ca58250c
 class GroupedBlock(nn.Module):
     "Id + Σ_m f_m with the M paths of every layer in one (grouped) convolution."
+
     def __init__(self, c: ConvResNeXtConfig):
         super().__init__()
         self.c, M, L, K = c, c.paths, c.layers, c.kernel
-        if L == 1: shapes = [(M * c.width, c.width)]  # one layer per path: all M read z, outputs summed below
-        else: shapes = [(M * c.hidden, c.width)] + [(M * c.hidden, c.hidden)] * (L - 2) + [(c.width, M * c.hidden)]
+        if L == 1:
+            shapes = [(M * c.width, c.width)]  # one layer per path: all M read z, outputs summed below
+        else:
+            shapes = [(M * c.hidden, c.width)] + [(M * c.hidden, c.hidden)] * (L - 2) + [(c.width, M * c.hidden)]
         self.convs = nn.ParameterList(nn.Parameter(torch.empty(o, i, K)) for o, i in shapes)
-        for W in self.convs: nn.init.kaiming_uniform_(W, a=math.sqrt(5))
+        for W in self.convs:
+            nn.init.kaiming_uniform_(W, a=math.sqrt(5))
+
     def residual(self, z):
         "Σ_m f_m(z)."
         M, L, h = self.c.paths, len(self.convs), z
         for l, W in enumerate(self.convs):
             h = same_conv(h, W, groups=M if 0 < l < L - 1 else 1)
-            if l < L - 1: h = torch.relu(h)
+            if l < L - 1:
+                h = torch.relu(h)
         return h.reshape(len(z), M, self.c.width, -1).sum(1) if L == 1 else h
-    def forward(self, z): return z + self.residual(z)
+
+    def forward(self, z):
+        return z + self.residual(z)
+
     def path_weights(self, m: int) -> list[torch.Tensor]:
         "The L kernels of path m (views into the grouped kernels)."
         L, out = len(self.convs), []
         for l, W in enumerate(self.convs):
-            if l == L - 1 and L > 1: k = W.shape[1] // self.c.paths; out.append(W[:, m * k:(m + 1) * k])
-            else: k = W.shape[0] // self.c.paths; out.append(W[m * k:(m + 1) * k])
+            if l == L - 1 and L > 1:
+                k = W.shape[1] // self.c.paths
+                out.append(W[:, m * k : (m + 1) * k])
+            else:
+                k = W.shape[0] // self.c.paths
+                out.append(W[m * k : (m + 1) * k])
         return out
+
 
 class LoopBlock(nn.Module):
     "The same block as a Python loop over M separate paths (reference and benchmark baseline)."
+
     def __init__(self, c: ConvResNeXtConfig):
         super().__init__()
         self.c = c
-        self.paths = nn.ModuleList(nn.ParameterList(nn.Parameter(torch.empty(b, a, c.kernel)) for a, b in _path_shapes(c)) for _ in range(c.paths))
+        self.paths = nn.ModuleList(
+            nn.ParameterList(nn.Parameter(torch.empty(b, a, c.kernel)) for a, b in _path_shapes(c))
+            for _ in range(c.paths)
+        )
         for p in self.paths:
-            for W in p: nn.init.kaiming_uniform_(W, a=math.sqrt(5))
+            for W in p:
+                nn.init.kaiming_uniform_(W, a=math.sqrt(5))
+
     def residual(self, z):
         out = 0
         for path in self.paths:
             h = z
             for l, W in enumerate(path):
                 h = same_conv(h, W)
-                if l < len(path) - 1: h = torch.relu(h)
+                if l < len(path) - 1:
+                    h = torch.relu(h)
             out = out + h
         return out
-    def forward(self, z): return z + self.residual(z)
-    def path_weights(self, m: int) -> list[torch.Tensor]: return list(self.paths[m])
+
+    def forward(self, z):
+        return z + self.residual(z)
+
+    def path_weights(self, m: int) -> list[torch.Tensor]:
+        return list(self.paths[m])
 
 # %% ../nbs/30_convresnext.ipynb #857fada8
 class ConvResNeXt(nn.Module):
     "W_out ∘ (N residual blocks of M parallel L-layer CNN paths) ∘ P, bias-free; M = 1 is a ConvResNet."
-    def __init__(self, config: ConvResNeXtConfig | None = None,
-                 implementation: str = "grouped", # grouped (paths as grouped convolutions) or loop (a Python loop over paths)
-                 seed: int | None = None, # seed of the initialisation (the caller's random stream is untouched)
-                 **kwargs): # ConvResNeXtConfig fields, when no config is given
+
+    def __init__(
+        self,
+        config: ConvResNeXtConfig | None = None,
+        implementation: str = "grouped",  # grouped (paths as grouped convolutions) or loop (a Python loop over paths)
+        seed: int | None = None,  # seed of the initialisation (the caller's random stream is untouched)
+        **kwargs,
+    ):  # ConvResNeXtConfig fields, when no config is given
         super().__init__()
         check_choice("implementation", implementation, ["grouped", "loop"])
         self.config = c = config or ConvResNeXtConfig(**kwargs)
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None: torch.manual_seed(seed)
+            if seed is not None:
+                torch.manual_seed(seed)
             Block = GroupedBlock if implementation == "grouped" else LoopBlock
             self.blocks = nn.ModuleList(Block(c) for _ in range(c.blocks))
             self.out = nn.Linear(c.D * c.width, c.outputs, bias=False)
+
     def embed(self, x):
         "P: x ∈ ℝ^D into the first of w channels."
         if x.ndim != 2 or x.shape[1] != self.config.D:
             raise ValueError(f"input must have shape (batch, D = {self.config.D}); got {tuple(x.shape)}")
         return F.pad(x.unsqueeze(1), (0, 0, 0, self.config.width - 1))
+
     def forward(self, x):
         z = self.embed(x)
-        for block in self.blocks: z = block(z)
+        for block in self.blocks:
+            z = block(z)
         out = self.out(z.flatten(1))
         return out.squeeze(-1) if self.config.outputs == 1 else out
+
 
 def conv_resnet(**kwargs) -> ConvResNeXt:
     "A ConvResNet: the ConvResNeXt with one path per block (M = 1)."
@@ -126,8 +167,15 @@ def conv_resnet(**kwargs) -> ConvResNeXt:
 # %% ../nbs/30_convresnext.ipynb #991c3ad5
 def block_scales(model: ConvResNeXt) -> torch.Tensor:
     "N × M matrix of path scales Π_ℓ ‖W^(ℓ)_{n,m}‖_F."
-    return torch.stack([torch.stack([torch.stack([W.detach().norm() for W in b.path_weights(m)]).prod() for m in range(model.config.paths)])
-                        for b in model.blocks])
+    return torch.stack(
+        [
+            torch.stack(
+                [torch.stack([W.detach().norm() for W in b.path_weights(m)]).prod() for m in range(model.config.paths)]
+            )
+            for b in model.blocks
+        ]
+    )
+
 
 def blocks_carrying(scales: torch.Tensor, share: float = 0.9) -> int:
     "How many of the largest scales are needed to reach `share` of their sum."
@@ -138,45 +186,66 @@ def blocks_carrying(scales: torch.Tensor, share: float = 0.9) -> int:
 # %% ../nbs/30_convresnext.ipynb #6c2ad2a5
 TASKS = ("regression", "classification")
 
+
 def task_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     "Square loss (regression), logistic loss (one output, labels 0/1) or cross-entropy (several outputs)."
-    if task == "regression": return F.mse_loss(out, y.to(out.dtype))
-    if out.ndim == 1: return F.binary_cross_entropy_with_logits(out, y.to(out.dtype))
+    if task == "regression":
+        return F.mse_loss(out, y.to(out.dtype))
+    if out.ndim == 1:
+        return F.binary_cross_entropy_with_logits(out, y.to(out.dtype))
     return F.cross_entropy(out, y.long())
 
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-        task: str = "regression", # regression or classification
-        optimizer: str = "adamw", # adamw or sgd (momentum 0.9)
-        lr: float = 1e-3,
-        weight_decay: float = 0.0, # λ
-        epochs: int = 100,
-        batch_size: int = 64,
-        seed: int = 0, # order of the minibatches
-        show_progress: bool | None = None) -> list[float]:
+
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    task: str = "regression",  # regression or classification
+    optimizer: str = "adamw",  # adamw or sgd (momentum 0.9)
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,  # λ
+    epochs: int = 100,
+    batch_size: int = 64,
+    seed: int = 0,  # order of the minibatches
+    show_progress: bool | None = None,
+) -> list[float]:
     "Train `model` on (x, y); returns the mean training loss of every epoch."
-    check_choice("task", task, TASKS); check_choice("optimizer", optimizer, ["adamw", "sgd"])
-    check_range("lr", lr, 0, low_open=True); check_range("weight_decay", weight_decay, 0)
-    check_range("epochs", epochs, 0); check_range("batch_size", batch_size, 1)
-    if len(x) != len(y): raise ValueError(f"inputs and targets differ in length: {len(x)} and {len(y)}")
-    opt = (torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay) if optimizer == "adamw"
-           else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay))
+    check_choice("task", task, TASKS)
+    check_choice("optimizer", optimizer, ["adamw", "sgd"])
+    check_range("lr", lr, 0, low_open=True)
+    check_range("weight_decay", weight_decay, 0)
+    check_range("epochs", epochs, 0)
+    check_range("batch_size", batch_size, 1)
+    if len(x) != len(y):
+        raise ValueError(f"inputs and targets differ in length: {len(x)} and {len(y)}")
+    opt = (
+        torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        if optimizer == "adamw"
+        else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    )
     g, losses = torch.Generator().manual_seed(seed), []
     model.train()
     for _ in progress(range(epochs), desc="epochs", disable=None if show_progress is None else not show_progress):
         total = 0.0
         for idx in torch.randperm(len(x), generator=g).to(x.device).split(batch_size):
             opt.zero_grad(set_to_none=True)
-            loss = task_loss(model(x[idx]), y[idx], task); loss.backward(); opt.step()
+            loss = task_loss(model(x[idx]), y[idx], task)
+            loss.backward()
+            opt.step()
             total += float(loss.detach()) * len(idx)
         losses.append(total / len(x))
-        if not math.isfinite(losses[-1]): raise ArithmeticError(f"training diverged at epoch {len(losses)}; lower lr")
+        if not math.isfinite(losses[-1]):
+            raise ArithmeticError(f"training diverged at epoch {len(losses)}; lower lr")
     return losses
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str = "regression") -> float:
     "Test MSE (regression) or error rate (classification)."
-    model.eval(); out = model(x)
-    if task == "regression": return float(F.mse_loss(out, y.to(out.dtype)))
+    model.eval()
+    out = model(x)
+    if task == "regression":
+        return float(F.mse_loss(out, y.to(out.dtype)))
     pred = (out > 0).long() if out.ndim == 1 else out.argmax(1)
     return float((pred != y.long()).double().mean())
 
@@ -192,39 +261,56 @@ def sklearn_baselines(task: str = "regression", seed: int = 0) -> dict:
     from sklearn.model_selection import GridSearchCV
     from sklearn.svm import SVC
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
-    rbf_grid = {"alpha" if task == "regression" else "C": [1e-3, 1e-2, 1e-1] if task == "regression" else [1, 10, 100], "gamma": [0.3, 1, 3, 10]}
-    if task == "regression": return {
-        "kernel ridge (RBF)": GridSearchCV(KernelRidge(kernel="rbf"), rbf_grid, cv=3),
-        "gradient boosting": HistGradientBoostingRegressor(random_state=seed),
-        "decision tree": DecisionTreeRegressor(min_samples_leaf=5, random_state=seed),
-        "Lasso": Lasso(alpha=0.01),
-        "Gaussian process (Matérn)": GaussianProcessRegressor(ConstantKernel() * Matern(nu=1.5) + WhiteKernel(), normalize_y=True, random_state=seed)}
+
+    rbf_grid = {
+        "alpha" if task == "regression" else "C": [1e-3, 1e-2, 1e-1] if task == "regression" else [1, 10, 100],
+        "gamma": [0.3, 1, 3, 10],
+    }
+    if task == "regression":
+        return {
+            "kernel ridge (RBF)": GridSearchCV(KernelRidge(kernel="rbf"), rbf_grid, cv=3),
+            "gradient boosting": HistGradientBoostingRegressor(random_state=seed),
+            "decision tree": DecisionTreeRegressor(min_samples_leaf=5, random_state=seed),
+            "Lasso": Lasso(alpha=0.01),
+            "Gaussian process (Matérn)": GaussianProcessRegressor(
+                ConstantKernel() * Matern(nu=1.5) + WhiteKernel(), normalize_y=True, random_state=seed
+            ),
+        }
     return {
         "kernel SVM (RBF)": GridSearchCV(SVC(kernel="rbf"), rbf_grid, cv=3),
         "gradient boosting": HistGradientBoostingClassifier(random_state=seed),
         "decision tree": DecisionTreeClassifier(min_samples_leaf=5, random_state=seed),
         "L1 logistic (Lasso)": LogisticRegression(penalty="l1", solver="liblinear", C=10.0),
-        "Gaussian process (Matérn)": GaussianProcessClassifier(ConstantKernel() * Matern(nu=1.5), random_state=seed)}
+        "Gaussian process (Matérn)": GaussianProcessClassifier(ConstantKernel() * Matern(nu=1.5), random_state=seed),
+    }
 
 # %% ../nbs/30_convresnext.ipynb #93d16f70
 MANIFOLDS = {"curve": (1, 3), "sphere": (None, None), "torus": (2, 3)}  # intrinsic dimension, base space
 
-def manifold_points(n: int, manifold: str = "curve", d: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+
+def manifold_points(
+    n: int, manifold: str = "curve", d: int | None = None, generator: torch.Generator | None = None
+) -> torch.Tensor:
     "n points on the manifold in its base space ℝ^k (k = 3, or d + 1 for the sphere S^d)."
-    check_choice("manifold", manifold, list(MANIFOLDS)); check_range("n", n, 1)
+    check_choice("manifold", manifold, list(MANIFOLDS))
+    check_range("n", n, 1)
     if manifold == "curve":
         t = 2 * math.pi * torch.rand(n, generator=generator)
         return torch.stack([torch.cos(t), torch.sin(t), 0.5 * torch.sin(2 * t)], 1)
     if manifold == "torus":
         u, v = (2 * math.pi * torch.rand(n, generator=generator) for _ in range(2))
-        return torch.stack([(1 + 0.4 * torch.cos(v)) * torch.cos(u), (1 + 0.4 * torch.cos(v)) * torch.sin(u), 0.4 * torch.sin(v)], 1)
+        return torch.stack(
+            [(1 + 0.4 * torch.cos(v)) * torch.cos(u), (1 + 0.4 * torch.cos(v)) * torch.sin(u), 0.4 * torch.sin(v)], 1
+        )
     p = torch.randn(n, (d or 2) + 1, generator=generator)
     return p / p.norm(dim=1, keepdim=True)
+
 
 def besov_target(p: torch.Tensor) -> torch.Tensor:
     "g(p) = sin(π p₁) + |p₂| − |p₃ − 0.1| / 2: smooth pieces joined along kinks."
     p3 = p[:, 2] if p.shape[1] > 2 else torch.zeros_like(p[:, 0])
     return torch.sin(math.pi * p[:, 0]) + p[:, 1].abs() - 0.5 * (p3 - 0.1).abs()
+
 
 def random_rotation(D: int, seed: int = 0) -> torch.Tensor:
     "A random D × D orthogonal matrix (QR of a Gaussian matrix, signs fixed)."
@@ -233,48 +319,80 @@ def random_rotation(D: int, seed: int = 0) -> torch.Tensor:
     return Q * torch.sign(torch.diagonal(R))
 
 # %% ../nbs/30_convresnext.ipynb #8fb69da6
-def manifold_data(n: int, # samples
-                  D: int, # ambient dimension
-                  manifold: str = "curve", # curve (d = 1), sphere (S^d) or torus (d = 2)
-                  d: int | None = None, # intrinsic dimension (sphere only; the others have theirs)
-                  noise: float = 0.1, # standard deviation of the response noise (regression)
-                  ambient_noise: float = 0.0, # standard deviation of Gaussian noise added to every coordinate of x
-                  labels: str = "regression", # regression, sign or logistic
-                  seed: int = 0, # samples and noise
-                  embedding_seed: int = 0, # the rotation (share it between training and test sets)
-                  dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def manifold_data(
+    n: int,  # samples
+    D: int,  # ambient dimension
+    manifold: str = "curve",  # curve (d = 1), sphere (S^d) or torus (d = 2)
+    d: int | None = None,  # intrinsic dimension (sphere only; the others have theirs)
+    noise: float = 0.1,  # standard deviation of the response noise (regression)
+    ambient_noise: float = 0.0,  # standard deviation of Gaussian noise added to every coordinate of x
+    labels: str = "regression",  # regression, sign or logistic
+    seed: int = 0,  # samples and noise
+    embedding_seed: int = 0,  # the rotation (share it between training and test sets)
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
     "Samples on a manifold embedded in ℝ^D: `x` (n × D), `y`, the noise-free `target` and the base points `p`."
-    check_choice("manifold", manifold, list(MANIFOLDS)); check_choice("labels", labels, ["regression", "sign", "logistic"])
-    check_range("D", D, 1); check_range("noise", noise, 0); check_range("ambient_noise", ambient_noise, 0); check_range("n", n, 1)
+    check_choice("manifold", manifold, list(MANIFOLDS))
+    check_choice("labels", labels, ["regression", "sign", "logistic"])
+    check_range("D", D, 1)
+    check_range("noise", noise, 0)
+    check_range("ambient_noise", ambient_noise, 0)
+    check_range("n", n, 1)
     intrinsic, base = MANIFOLDS[manifold]
     if manifold == "sphere":
-        intrinsic = 2 if d is None else d; check_range("d", intrinsic, 1); base = intrinsic + 1
-    elif d is not None and d != intrinsic: raise ValueError(f"d: the {manifold} has intrinsic dimension {intrinsic}; got d = {d}")
-    if intrinsic > D: raise ValueError(f"d: the intrinsic dimension {intrinsic} is larger than the ambient dimension D = {D}")
-    if base > D: raise ValueError(f"D: the {manifold} (d = {intrinsic}) lives in ℝ^{base}; D = {D} is too small")
+        intrinsic = 2 if d is None else d
+        check_range("d", intrinsic, 1)
+        base = intrinsic + 1
+    elif d is not None and d != intrinsic:
+        raise ValueError(f"d: the {manifold} has intrinsic dimension {intrinsic}; got d = {d}")
+    if intrinsic > D:
+        raise ValueError(f"d: the intrinsic dimension {intrinsic} is larger than the ambient dimension D = {D}")
+    if base > D:
+        raise ValueError(f"D: the {manifold} (d = {intrinsic}) lives in ℝ^{base}; D = {D} is too small")
     g = torch.Generator().manual_seed(seed)
     p = manifold_points(n, manifold, intrinsic, g).double()
     x = F.pad(p, (0, D - base)) @ random_rotation(D, embedding_seed).T
-    if ambient_noise > 0: x = x + ambient_noise * torch.randn(n, D, generator=g, dtype=torch.float64)
+    if ambient_noise > 0:
+        x = x + ambient_noise * torch.randn(n, D, generator=g, dtype=torch.float64)
     target = besov_target(p)
-    if labels == "regression": y = target + noise * torch.randn(n, generator=g, dtype=torch.float64)
+    if labels == "regression":
+        y = target + noise * torch.randn(n, generator=g, dtype=torch.float64)
     else:
         centred = target - target.median()
-        y = (centred > 0).long() if labels == "sign" else torch.bernoulli(torch.sigmoid(4 * centred), generator=g).long()
-    return {"x": x.to(dtype), "y": y.to(dtype) if labels == "regression" else y, "target": target.to(dtype), "p": p.to(dtype)}
+        y = (
+            (centred > 0).long()
+            if labels == "sign"
+            else torch.bernoulli(torch.sigmoid(4 * centred), generator=g).long()
+        )
+    return {
+        "x": x.to(dtype),
+        "y": y.to(dtype) if labels == "regression" else y,
+        "target": target.to(dtype),
+        "p": p.to(dtype),
+    }
 
 # %% ../nbs/30_convresnext.ipynb #d86e7d20
 class SmoothTarget:
     "f*(x) = mean_j sin(a_jᵀx + b_j) on ℝ^D with its exact gradient."
-    def __init__(self, D: int, terms: int = 8, # J
-                 scale: float = 3.0, # s: frequencies a_j ~ N(0, s²/D I)
-                 seed: int = 0):
-        check_range("D", D, 1); check_range("terms", terms, 1)
+
+    def __init__(
+        self,
+        D: int,
+        terms: int = 8,  # J
+        scale: float = 3.0,  # s: frequencies a_j ~ N(0, s²/D I)
+        seed: int = 0,
+    ):
+        check_range("D", D, 1)
+        check_range("terms", terms, 1)
         g = torch.Generator().manual_seed(seed)
         self.A = torch.randn(terms, D, generator=g, dtype=torch.float64) * scale / math.sqrt(D)
         self.b = 2 * math.pi * torch.rand(terms, generator=g, dtype=torch.float64)
-    def __call__(self, x): return torch.sin(x.double() @ self.A.T + self.b).mean(1).to(x.dtype)
-    def gradient(self, x): return (torch.cos(x.double() @ self.A.T + self.b) @ self.A / len(self.b)).to(x.dtype)
+
+    def __call__(self, x):
+        return torch.sin(x.double() @ self.A.T + self.b).mean(1).to(x.dtype)
+
+    def gradient(self, x):
+        return (torch.cos(x.double() @ self.A.T + self.b) @ self.A / len(self.b)).to(x.dtype)
 
 # %% ../nbs/30_convresnext.ipynb #da968550
 def input_gradient(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -283,21 +401,34 @@ def input_gradient(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     (g,) = torch.autograd.grad(model(x).sum(), x)
     return g
 
+
 def _loss_gradient(model, x, y, task):
     x = x.detach().requires_grad_(True)
     (g,) = torch.autograd.grad(task_loss(model(x), y, task), x)
     return g
 
+
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, task: str = "classification") -> torch.Tensor:
     "Fast gradient sign attack in the ℓ∞ ball of radius eps."
-    check_range("eps", eps, 0); model.eval()
+    check_range("eps", eps, 0)
+    model.eval()
     return (x + eps * _loss_gradient(model, x, y, task).sign()).detach()
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-        steps: int = 10, step_size: float | None = None, # α (None: 2.5 eps / steps)
-        task: str = "classification", seed: int = 0) -> torch.Tensor:
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int = 10,
+    step_size: float | None = None,  # α (None: 2.5 eps / steps)
+    task: str = "classification",
+    seed: int = 0,
+) -> torch.Tensor:
     "Projected gradient ascent on the loss in the ℓ∞ ball of radius eps, from a random start."
-    check_range("eps", eps, 0); check_range("steps", steps, 1); model.eval()
+    check_range("eps", eps, 0)
+    check_range("steps", steps, 1)
+    model.eval()
     alpha = 2.5 * eps / steps if step_size is None else step_size
     g = torch.Generator(device=x.device).manual_seed(seed)
     adv = x + eps * (2 * torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype) - 1)
@@ -305,6 +436,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
         adv = adv + alpha * _loss_gradient(model, adv, y, task).sign()
         adv = torch.max(torch.min(adv, x + eps), x - eps).detach()
     return adv
+
 
 def robust_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, attack: str = "pgd", **kw) -> float:
     "Error rate on inputs perturbed by `attack` (fgsm or pgd) within the ℓ∞ ball of radius eps."

@@ -23,8 +23,10 @@ __all__ = ['DATASETS', 'DOWNLOADS', 'STSB_SPLITS', 'SST2_SPLITS', 'MNIST_MEAN', 
 class DataNotFoundError(FileNotFoundError):
     "A data set is in none of the places looked at and could not be downloaded."
 
+
 class DataFormatError(ValueError):
     "A data file exists but is corrupt, truncated or not in the expected format."
+
 
 DATASETS = {
     "stsb": ["sts-train.csv", "sts-dev.csv", "sts-test.csv"],
@@ -36,201 +38,280 @@ DOWNLOADS = {
     "mnist": {f: f"https://ossci-datasets.s3.amazonaws.com/mnist/{f}" for f in DATASETS["mnist"]},
 }
 
+
 def cache_dir() -> Path:
     "The download cache: `$DLR_CACHE_DIR`, else `~/.cache/dlr_nb/data`."
     return Path(os.environ.get("DLR_CACHE_DIR") or Path.home() / ".cache" / "dlr_nb" / "data")
 
-def _complete(folder: Path, name: str) -> bool: return all((folder / f).is_file() for f in DATASETS[name])
+
+def _complete(folder: Path, name: str) -> bool:
+    return all((folder / f).is_file() for f in DATASETS[name])
 
 # %% ../nbs/01_data.ipynb #73c4743e
-def download(name: str, # a key of DOWNLOADS
-             dest: str | Path, # the folder to fill
-             timeout: float = 20, # seconds per request
-            ) -> Path:
+def download(
+    name: str,  # a key of DOWNLOADS
+    dest: str | Path,  # the folder to fill
+    timeout: float = 20,  # seconds per request
+) -> Path:
     "Download the files of data set `name` into `dest`; raise `DataNotFoundError` (one clear message) on failure."
     dest = Path(dest)
     urls = DOWNLOADS.get(name)
-    hint = (f"put the files {', '.join(DATASETS[name])} in a folder {name}/ under ../shared/data next to the repository, "
-            f"or under the folder named by DLR_DATA_DIR")
-    if not urls: raise DataNotFoundError(f"data set {name!r} was not found and has no download; {hint}")
+    hint = (
+        f"put the files {', '.join(DATASETS[name])} in a folder {name}/ under ../shared/data next to the repository, "
+        f"or under the folder named by DLR_DATA_DIR"
+    )
+    if not urls:
+        raise DataNotFoundError(f"data set {name!r} was not found and has no download; {hint}")
     dest.mkdir(parents=True, exist_ok=True)
     for fname, url in urls.items():
-        if (dest / fname).is_file(): continue
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{fname}.", suffix=".part"); os.close(fd)
+        if (dest / fname).is_file():
+            continue
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{fname}.", suffix=".part")
+        os.close(fd)
         try:
             with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
-                while chunk := r.read(1 << 20): f.write(chunk)
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
             os.replace(tmp, dest / fname)
         except (OSError, ValueError) as e:
             Path(tmp).unlink(missing_ok=True)
-            raise DataNotFoundError(f"data set {name!r} was not found and downloading {url} failed ({e.__class__.__name__}: "
-                                    f"{getattr(e, 'reason', e)}); {hint}") from None
+            raise DataNotFoundError(
+                f"data set {name!r} was not found and downloading {url} failed ({e.__class__.__name__}: "
+                f"{getattr(e, 'reason', e)}); {hint}"
+            ) from None
     return dest
 
 # %% ../nbs/01_data.ipynb #5823c219
-def data_dir(name: str, # the data set: stsb, sst2, mnist or checkpoints
-             path: str | Path | None = None, # a folder holding `name/` (or the files themselves); overrides the search
-             download_missing: bool = True, # try a download into the cache when nothing is found
-            ) -> Path:
+def data_dir(
+    name: str,  # the data set: stsb, sst2, mnist or checkpoints
+    path: str | Path | None = None,  # a folder holding `name/` (or the files themselves); overrides the search
+    download_missing: bool = True,  # try a download into the cache when nothing is found
+) -> Path:
     "The folder holding data set `name`: `path`, else `$DLR_DATA_DIR`, `../shared/data` from the repository root, the cache, a download."
     check_choice("name", name, DATASETS)
     if path is not None:
         for cand in (Path(path) / name, Path(path)):
-            if _complete(cand, name): return cand
+            if _complete(cand, name):
+                return cand
         raise DataNotFoundError(f"data_dir {str(path)!r} does not hold the {name} files ({', '.join(DATASETS[name])})")
     bases = []
-    if os.environ.get("DLR_DATA_DIR"): bases.append(Path(os.environ["DLR_DATA_DIR"]))
+    if os.environ.get("DLR_DATA_DIR"):
+        bases.append(Path(os.environ["DLR_DATA_DIR"]))
     root = find_repo_root()
-    if root is not None: bases.append(root.parent / "shared" / "data")
+    if root is not None:
+        bases.append(root.parent / "shared" / "data")
     bases.append(cache_dir())
     for base in bases:
-        if _complete(base / name, name): return base / name
+        if _complete(base / name, name):
+            return base / name
     looked = ", ".join(str(b / name) for b in bases)
     if not download_missing:
-        raise DataNotFoundError(f"data set {name!r} not found (looked in {looked}); set DLR_DATA_DIR or put the files there")
+        raise DataNotFoundError(
+            f"data set {name!r} not found (looked in {looked}); set DLR_DATA_DIR or put the files there"
+        )
     return download(name, cache_dir() / name)
 
 # %% ../nbs/01_data.ipynb #78e52ef8
 @dataclass
 class SentencePairs:
     "Sentence pairs with a real-valued score (STS-B)."
+
     sentence1: list[str]
     sentence2: list[str]
-    score: np.ndarray # float32, one per pair
-    def __len__(self): return len(self.score)
+    score: np.ndarray  # float32, one per pair
+
+    def __len__(self):
+        return len(self.score)
+
 
 @dataclass
 class LabelledSentences:
     "Sentences with an integer class label (SST-2)."
+
     sentence: list[str]
-    label: np.ndarray # int64, one per sentence
-    def __len__(self): return len(self.label)
+    label: np.ndarray  # int64, one per sentence
+
+    def __len__(self):
+        return len(self.label)
+
 
 def _read_tsv(path: Path) -> list[list[str]]:
     "All rows of a tab-separated file, with no quoting (quotes are part of the text)."
     try:
-        with open(path, encoding="utf-8", newline="") as f: return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    except UnicodeDecodeError as e: raise DataFormatError(f"{path}: not UTF-8 text ({e.reason})") from None
+        with open(path, encoding="utf-8", newline="") as f:
+            return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path}: not UTF-8 text ({e.reason})") from None
+
 
 STSB_SPLITS = {"train": "sts-train.csv", "dev": "sts-dev.csv", "validation": "sts-dev.csv", "test": "sts-test.csv"}
 
-def load_stsb(split: str = "train", # train, dev (= validation) or test
-              path: str | Path | None = None, # data folder (default: searched, see `data_dir`)
-             ) -> SentencePairs:
+
+def load_stsb(
+    split: str = "train",  # train, dev (= validation) or test
+    path: str | Path | None = None,  # data folder (default: searched, see `data_dir`)
+) -> SentencePairs:
     "The STS-B split `split`: sentence pairs with scores in [0, 5]."
     file = data_dir("stsb", path) / STSB_SPLITS[check_choice("split", split, STSB_SPLITS)]
     s1, s2, score = [], [], []
     for i, row in enumerate(_read_tsv(file), 1):
-        if len(row) < 7: raise DataFormatError(f"{file}:{i}: expected at least 7 tab-separated fields, found {len(row)}")
-        try: y = float(row[4])
-        except ValueError: raise DataFormatError(f"{file}:{i}: score {row[4]!r} is not a number") from None
-        if not 0 <= y <= 5: raise DataFormatError(f"{file}:{i}: score {y} outside [0, 5]")
-        score.append(y); s1.append(row[5]); s2.append(row[6])
+        if len(row) < 7:
+            raise DataFormatError(f"{file}:{i}: expected at least 7 tab-separated fields, found {len(row)}")
+        try:
+            y = float(row[4])
+        except ValueError:
+            raise DataFormatError(f"{file}:{i}: score {row[4]!r} is not a number") from None
+        if not 0 <= y <= 5:
+            raise DataFormatError(f"{file}:{i}: score {y} outside [0, 5]")
+        score.append(y)
+        s1.append(row[5])
+        s2.append(row[6])
     return SentencePairs(s1, s2, np.asarray(score, dtype=np.float32))
 
 # %% ../nbs/01_data.ipynb #b23ddee7
 SST2_SPLITS = ("train", "dev_heldout", "validation")
 
-def load_sst2(split: str = "train", # train, dev_heldout or validation
-              path: str | Path | None = None, # data folder (default: searched)
-             ) -> LabelledSentences:
+
+def load_sst2(
+    split: str = "train",  # train, dev_heldout or validation
+    path: str | Path | None = None,  # data folder (default: searched)
+) -> LabelledSentences:
     "The SST-2 split `split`: sentences with labels 0 (negative) / 1 (positive)."
     file = data_dir("sst2", path) / f"{check_choice('split', split, SST2_SPLITS)}.tsv"
     rows = _read_tsv(file)
-    if not rows or rows[0][:2] != ["sentence", "label"]: raise DataFormatError(f"{file}: expected the header 'sentence<TAB>label'")
+    if not rows or rows[0][:2] != ["sentence", "label"]:
+        raise DataFormatError(f"{file}: expected the header 'sentence<TAB>label'")
     text, label = [], []
     for i, row in enumerate(rows[1:], 2):
-        if len(row) != 2 or row[1] not in ("0", "1"): raise DataFormatError(f"{file}:{i}: expected 'sentence<TAB>0|1'")
-        text.append(row[0]); label.append(int(row[1]))
+        if len(row) != 2 or row[1] not in ("0", "1"):
+            raise DataFormatError(f"{file}:{i}: expected 'sentence<TAB>0|1'")
+        text.append(row[0])
+        label.append(int(row[1]))
     return LabelledSentences(text, np.asarray(label, dtype=np.int64))
 
 # %% ../nbs/01_data.ipynb #96cb174f
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
 
 def read_idx(path: str | Path) -> np.ndarray:
     "An IDX file (gzip-compressed or not) as a uint8 array; a corrupt or truncated file is a `DataFormatError`."
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as f: raw = f.read()
-    except (OSError, EOFError) as e: raise DataFormatError(f"{path}: cannot be read as {'gzip' if opener is gzip.open else 'IDX'} ({e})") from None
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataFormatError(f"{path}: cannot be read as {'gzip' if opener is gzip.open else 'IDX'} ({e})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataFormatError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]
-    if len(raw) < 4 + 4 * ndim: raise DataFormatError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    if len(raw) < 4 + 4 * ndim:
+        raise DataFormatError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)): raise DataFormatError(f"{path}: expected {int(np.prod(shape))} values for shape {shape}, found {data.size} (truncated?)")
+    if data.size != int(np.prod(shape)):
+        raise DataFormatError(
+            f"{path}: expected {int(np.prod(shape))} values for shape {shape}, found {data.size} (truncated?)"
+        )
     return data.reshape(shape)
 
-def load_mnist_test(path: str | Path | None = None, # data folder (default: searched)
-                    normalize: bool = True, # standardise with MNIST's mean and std (else scale to [0, 1])
-                    flatten: bool = True, # images as 784-vectors (else 1×28×28)
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+
+def load_mnist_test(
+    path: str | Path | None = None,  # data folder (default: searched)
+    normalize: bool = True,  # standardise with MNIST's mean and std (else scale to [0, 1])
+    flatten: bool = True,  # images as 784-vectors (else 1×28×28)
+) -> tuple[torch.Tensor, torch.Tensor]:
     "The 10,000 MNIST test images (float32) and labels (int64)."
     folder = data_dir("mnist", path)
     images, labels = read_idx(folder / "t10k-images-idx3-ubyte.gz"), read_idx(folder / "t10k-labels-idx1-ubyte.gz")
-    if len(images) != len(labels): raise DataFormatError(f"{folder}: {len(images)} images but {len(labels)} labels")
+    if len(images) != len(labels):
+        raise DataFormatError(f"{folder}: {len(images)} images but {len(labels)} labels")
     x = torch.from_numpy(images.astype(np.float32) / 255.0)
-    if normalize: x = (x - MNIST_MEAN) / MNIST_STD
+    if normalize:
+        x = (x - MNIST_MEAN) / MNIST_STD
     x = x.reshape(len(x), -1) if flatten else x.unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
 
 # %% ../nbs/01_data.ipynb #b638b754
 class MLPNet(nn.Module):
     "The MLPNet of the CBS paper: 784-40-20-10, ReLU, no biases, log-softmax output."
-    def __init__(self, sizes: tuple[int, ...] = (784, 40, 20, 10)): # layer widths, input first
+
+    def __init__(self, sizes: tuple[int, ...] = (784, 40, 20, 10)):  # layer widths, input first
         super().__init__()
         self.sizes = tuple(sizes)
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), 1): self.add_module(f"fc{i}", nn.Linear(a, b, bias=False))
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), 1):
+            self.add_module(f"fc{i}", nn.Linear(a, b, bias=False))
+
     def forward(self, x):
         layers = list(self.children())
         x = x.reshape(len(x), -1)
-        for fc in layers[:-1]: x = torch.relu(fc(x))
+        for fc in layers[:-1]:
+            x = torch.relu(fc(x))
         return torch.log_softmax(layers[-1](x), dim=-1)
 
-def load_mlpnet(path: str | Path | None = None, # the .safetensors file (default: the shared checkpoint)
-               ) -> MLPNet:
+
+def load_mlpnet(
+    path: str | Path | None = None,  # the .safetensors file (default: the shared checkpoint)
+) -> MLPNet:
     "The MLPNet with the weights of `path` (safetensors; shapes and names checked)."
     from safetensors.torch import load_file
     from safetensors import SafetensorError
+
     path = Path(path) if path else data_dir("checkpoints") / "mlpnet_mnist.safetensors"
-    try: state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e: raise DataFormatError(f"{path}: not a readable safetensors file ({e})") from None
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DataFormatError(f"{path}: not a readable safetensors file ({e})") from None
     model = MLPNet()
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
-    if found != expected: raise DataFormatError(f"{path}: expected tensors {expected}, found {found}")
+    if found != expected:
+        raise DataFormatError(f"{path}: expected tensors {expected}, found {found}")
     model.load_state_dict(state)
     return model.eval()
 
 # %% ../nbs/01_data.ipynb #00730812
 def _as_split(x, y, x_test, y_test, dtype=torch.float32) -> dict:
-    return {"x": torch.as_tensor(x, dtype=dtype), "y": torch.as_tensor(y, dtype=torch.long),
-            "x_test": torch.as_tensor(x_test, dtype=dtype), "y_test": torch.as_tensor(y_test, dtype=torch.long)}
+    return {
+        "x": torch.as_tensor(x, dtype=dtype),
+        "y": torch.as_tensor(y, dtype=torch.long),
+        "x_test": torch.as_tensor(x_test, dtype=dtype),
+        "y_test": torch.as_tensor(y_test, dtype=torch.long),
+    }
 
-def make_mnist1d(num_samples: int = 5000, # total examples, split into train and test
-                 train_split: float = 0.8, # share used for training
-                 seed: int = 42, # generator seed (42 is the published data set's)
-                ) -> dict[str, torch.Tensor]:
+
+def make_mnist1d(
+    num_samples: int = 5000,  # total examples, split into train and test
+    train_split: float = 0.8,  # share used for training
+    seed: int = 42,  # generator seed (42 is the published data set's)
+) -> dict[str, torch.Tensor]:
     "MNIST-1D generated offline: `x` (N×40 float32), `y`, `x_test`, `y_test`."
-    check_range("num_samples", num_samples, 10); check_range("train_split", train_split, 0, 1, low_open=True, high_open=True)
+    check_range("num_samples", num_samples, 10)
+    check_range("train_split", train_split, 0, 1, low_open=True, high_open=True)
     from mnist1d.data import get_dataset_args, make_dataset
     from mnist1d.utils import ObjectView
-    args = ObjectView({**get_dataset_args(as_dict=True), "num_samples": num_samples, "train_split": train_split, "seed": seed})
+
+    args = ObjectView(
+        {**get_dataset_args(as_dict=True), "num_samples": num_samples, "train_split": train_split, "seed": seed}
+    )
     np_state, py_state = np.random.get_state(), random.getstate()
-    try: d = make_dataset(args)
-    finally: np.random.set_state(np_state); random.setstate(py_state)
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
     return _as_split(d["x"], d["y"], d["x_test"], d["y_test"])
 
 # %% ../nbs/01_data.ipynb #012f54f4
-def load_digits_data(test_size: float = 0.25, # share held out for testing
-                     seed: int = 0, # split seed
-                    ) -> dict[str, torch.Tensor]:
+def load_digits_data(
+    test_size: float = 0.25,  # share held out for testing
+    seed: int = 0,  # split seed
+) -> dict[str, torch.Tensor]:
     "scikit-learn's digits as `x` (N×64 in [0, 1]), `y`, `x_test`, `y_test`, split stratified by class."
     check_range("test_size", test_size, 0, 1, low_open=True, high_open=True)
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+
     X, Y = load_digits(return_X_y=True)
     x, x_test, y, y_test = train_test_split(X / 16.0, Y, test_size=test_size, random_state=seed, stratify=Y)
     return _as_split(x, y, x_test, y_test)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import DivergenceError, Timer, check_choice, check_range, progress
+from .core import check_choice, check_range, DivergenceError, progress, Timer
 from .factorization import CompressedFactorization, DeepFactorization, RecoveryProblem
 
 # %% auto #0
@@ -24,49 +24,60 @@ __all__ = ['OPTIMIZERS', 'TrainLog', 'make_optimizer', 'train', 'rho_recursion',
 @dataclass
 class TrainLog:
     "What `train` recorded: metrics and cumulative training seconds at each logged step."
+
     step: list = field(default_factory=list)
     loss: list = field(default_factory=list)
     recovery: list = field(default_factory=list)
     relative: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
-    records: list = field(default_factory=list) # (step, value) from the `record` callback
+    records: list = field(default_factory=list)  # (step, value) from the `record` callback
     converged: bool = False
 
     def first(self, level: float, metric: str = "recovery", x: str = "seconds"):
         "The first logged `x` (seconds or step) at which `metric` ≤ `level`, else None."
         for v, t in zip(getattr(self, metric), getattr(self, x)):
-            if v <= level: return t
+            if v <= level:
+                return t
         return None
 
     def rows(self) -> list[dict]:
         "The log as table rows."
-        return [dict(step=s, loss=l, recovery=r, relative=e, seconds=t)
-                for s, l, r, e, t in zip(self.step, self.loss, self.recovery, self.relative, self.seconds)]
+        return [
+            dict(step=s, loss=l, recovery=r, relative=e, seconds=t)
+            for s, l, r, e, t in zip(self.step, self.loss, self.recovery, self.relative, self.seconds)
+        ]
+
 
 OPTIMIZERS = ("gd", "momentum", "adam")
+
 
 def make_optimizer(groups: list[dict], name: str = "gd", momentum: float = 0.9) -> torch.optim.Optimizer:
     "Plain gradient descent, heavy-ball momentum or Adam over the parameter groups."
     check_choice("optimizer", name, OPTIMIZERS)
-    if name == "adam": return torch.optim.Adam(groups)
+    if name == "adam":
+        return torch.optim.Adam(groups)
     return torch.optim.SGD(groups, momentum=momentum if name == "momentum" else 0.0)
 
-def train(model: nn.Module, # forward() returns the end-to-end matrix; has param_groups(lr)
-          problem: RecoveryProblem, # the loss and the recovery metrics
-          steps: int, # maximum number of steps
-          lr: float, # base learning rate η
-          optimizer: str = "gd", # gd, momentum or adam
-          momentum: float = 0.9, # for optimizer="momentum"
-          tol: float | None = None, # stop once `tol_metric` ≤ tol
-          tol_metric: str = "recovery", # loss, recovery or relative
-          log_every: int = 100, # steps between log entries
-          record: Callable | None = None, # called as record(model) at each log entry; results kept in log.records
-          time_offset: float = 0.0, # seconds already spent (e.g. building a compressed model)
-          show_progress: bool | None = None, # tqdm bar (default: only on a terminal)
-          desc: str = "train", # progress bar label
-         ) -> TrainLog:
+
+def train(
+    model: nn.Module,  # forward() returns the end-to-end matrix; has param_groups(lr)
+    problem: RecoveryProblem,  # the loss and the recovery metrics
+    steps: int,  # maximum number of steps
+    lr: float,  # base learning rate η
+    optimizer: str = "gd",  # gd, momentum or adam
+    momentum: float = 0.9,  # for optimizer="momentum"
+    tol: float | None = None,  # stop once `tol_metric` ≤ tol
+    tol_metric: str = "recovery",  # loss, recovery or relative
+    log_every: int = 100,  # steps between log entries
+    record: Callable | None = None,  # called as record(model) at each log entry; results kept in log.records
+    time_offset: float = 0.0,  # seconds already spent (e.g. building a compressed model)
+    show_progress: bool | None = None,  # tqdm bar (default: only on a terminal)
+    desc: str = "train",  # progress bar label
+) -> TrainLog:
     "Full-batch training of a factorization; returns the timed `TrainLog`."
-    check_range("steps", steps, 0); check_range("lr", lr, 0, low_open=True); check_range("log_every", log_every, 1)
+    check_range("steps", steps, 0)
+    check_range("lr", lr, 0, low_open=True)
+    check_range("log_every", log_every, 1)
     check_choice("tol_metric", tol_metric, ["loss", "recovery", "relative"])
     opt = make_optimizer(model.param_groups(lr), optimizer, momentum)
     device = next(model.parameters()).device
@@ -75,11 +86,19 @@ def train(model: nn.Module, # forward() returns the end-to-end matrix; has param
     def log_point(step):
         with torch.no_grad():
             W = model()
-            vals = dict(loss=float(problem.loss(W)), recovery=float(problem.recovery_error(W)), relative=float(problem.relative_error(W)))
-        if not math.isfinite(vals["loss"]): raise DivergenceError(step, vals["loss"], f"lower the learning rate (now {lr:g})")
-        log.step.append(step); log.seconds.append(elapsed)
-        for k, v in vals.items(): getattr(log, k).append(v)
-        if record is not None: log.records.append((step, record(model)))
+            vals = dict(
+                loss=float(problem.loss(W)),
+                recovery=float(problem.recovery_error(W)),
+                relative=float(problem.relative_error(W)),
+            )
+        if not math.isfinite(vals["loss"]):
+            raise DivergenceError(step, vals["loss"], f"lower the learning rate (now {lr:g})")
+        log.step.append(step)
+        log.seconds.append(elapsed)
+        for k, v in vals.items():
+            getattr(log, k).append(v)
+        if record is not None:
+            log.records.append((step, record(model)))
         return vals[tol_metric]
 
     value, step = log_point(0), 0
@@ -91,7 +110,9 @@ def train(model: nn.Module, # forward() returns the end-to-end matrix; has param
                 opt.zero_grad(set_to_none=True)
                 problem.loss(model()).backward()
                 opt.step()
-        elapsed += t.seconds; step += n; bar.update(n)
+        elapsed += t.seconds
+        step += n
+        bar.update(n)
         value = log_point(step)
         bar.set_postfix_str(f"{tol_metric} {value:.2e}")
     bar.close()
@@ -99,35 +120,44 @@ def train(model: nn.Module, # forward() returns the end-to-end matrix; has param
     return log
 
 # %% ../nbs/11_dmf_training.ipynb #80b4b51b
-def rho_recursion(eps: float, # ρ(0)
-                  lr: float, # η for ½‖·‖², or η/(d_out·d_in) for the mean loss
-                  depth: int, # L
-                  steps: int, # number of steps
-                 ) -> np.ndarray:
+def rho_recursion(
+    eps: float,  # ρ(0)
+    lr: float,  # η for ½‖·‖², or η/(d_out·d_in) for the mean loss
+    depth: int,  # L
+    steps: int,  # number of steps
+) -> np.ndarray:
     "ρ(0), …, ρ(steps) from ρ(t+1) = ρ(t)(1 − η ρ(t)^{2(L−1)})."
-    rho = np.empty(steps + 1); rho[0] = eps
-    for t in range(steps): rho[t + 1] = rho[t] * (1 - lr * rho[t] ** (2 * (depth - 1)))
+    rho = np.empty(steps + 1)
+    rho[0] = eps
+    for t in range(steps):
+        rho[t + 1] = rho[t] * (1 - lr * rho[t] ** (2 * (depth - 1)))
     return rho
+
 
 def complement(V: torch.Tensor) -> torch.Tensor:
     "An orthonormal basis of the orthogonal complement of the columns of V."
     Q = torch.linalg.qr(torch.cat([V, torch.eye(V.shape[0], dtype=V.dtype, device=V.device)], 1)).Q
-    return Q[:, V.shape[1]:V.shape[0]]
+    return Q[:, V.shape[1] : V.shape[0]]
 
-def invariant_bases(initial_factors: list[torch.Tensor], # W_1(0), …, W_L(0) (square, orthogonal init)
-                    V1: torch.Tensor, # the first layer's learning subspace (d × 2r)
-                    eps: float, # the initialization scale
-                   ) -> list[torch.Tensor]:
+
+def invariant_bases(
+    initial_factors: list[torch.Tensor],  # W_1(0), …, W_L(0) (square, orthogonal init)
+    V1: torch.Tensor,  # the first layer's learning subspace (d × 2r)
+    eps: float,  # the initialization scale
+) -> list[torch.Tensor]:
     "The right bases V_l of every layer's learning subspace: V_{l+1} = W_l(0) V_l / ε."
     bases = [V1]
-    for W in initial_factors[:-1]: bases.append(W @ bases[-1] / eps)
+    for W in initial_factors[:-1]:
+        bases.append(W @ bases[-1] / eps)
     return bases
 
-def complement_scale(W_t: torch.Tensor, # W_l(t)
-                     W_0: torch.Tensor, # W_l(0)
-                     V: torch.Tensor, # V_l, the layer's learning subspace
-                     eps: float, # the initialization scale
-                    ) -> tuple[float, float]:
+
+def complement_scale(
+    W_t: torch.Tensor,  # W_l(t)
+    W_0: torch.Tensor,  # W_l(0)
+    V: torch.Tensor,  # V_l, the layer's learning subspace
+    eps: float,  # the initialization scale
+) -> tuple[float, float]:
     "(ρ, relative residual) of W_l(t) on the complement of V_l compared with ρ/ε · W_l(0)."
     P = complement(V)
     A, B = W_t @ P, W_0 @ P / eps
@@ -140,6 +170,7 @@ def factor_singular_values(model: nn.Module) -> list[np.ndarray]:
     factors = model.factors if hasattr(model, "factors") else model.inner
     return [torch.linalg.svdvals(w.detach()).cpu().numpy() for w in factors]
 
+
 def singular_value_series(log: TrainLog) -> list[np.ndarray]:
     "Per layer, the recorded singular values as an array (logged steps × singular values)."
     records = [r for _, r in log.records]
@@ -151,64 +182,92 @@ def principal_angles(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     Qa, Qb = torch.linalg.qr(A).Q, torch.linalg.qr(B).Q
     cos = torch.linalg.svdvals(Qa.T @ Qb).clamp(-1, 1)  # descending: angles ascending
     sin = torch.linalg.svdvals(Qb - Qa @ (Qa.T @ Qb)).clamp(-1, 1).flip(0)[: len(cos)]  # ascending
-    return torch.where(sin < 2 ** -0.5, torch.arcsin(sin), torch.arccos(cos))
+    return torch.where(sin < 2**-0.5, torch.arcsin(sin), torch.arccos(cos))
 
-def trajectory_pca(*trajectories: np.ndarray, # each (T_i, D): flattened matrices along one run
-                   k: int = 2, # number of components
-                  ) -> list[np.ndarray]:
+
+def trajectory_pca(
+    *trajectories: np.ndarray,  # each (T_i, D): flattened matrices along one run
+    k: int = 2,  # number of components
+) -> list[np.ndarray]:
     "Each trajectory projected on the top-k principal components of all of them together."
-    X = np.concatenate(trajectories, 0); mean = X.mean(0)
+    X = np.concatenate(trajectories, 0)
+    mean = X.mean(0)
     _, _, Vt = np.linalg.svd(X - mean, full_matrices=False)
     return [(T - mean) @ Vt[:k].T for T in trajectories]
 
 # %% ../nbs/11_dmf_training.ipynb #89a02dbd
-def step_cost_ratio(model: nn.Module, # e.g. a CompressedFactorization
-                    problem: RecoveryProblem,
-                    lr: float = 1.0, # learning rate of the timed steps (the model is restored afterwards)
-                    repeat: int = 20, # timed repetitions (median)
-                   ) -> dict:
+def step_cost_ratio(
+    model: nn.Module,  # e.g. a CompressedFactorization
+    problem: RecoveryProblem,
+    lr: float = 1.0,  # learning rate of the timed steps (the model is restored afterwards)
+    repeat: int = 20,  # timed repetitions (median)
+) -> dict:
     "Seconds of one training step of `model`, of one loss-and-gradient evaluation at a fixed matrix, and their ratio."
     from dlr_nb.core import benchmark
+
     device = next(model.parameters()).device
     saved = [p.detach().clone() for p in model.parameters()]
     opt = make_optimizer(model.param_groups(lr))
+
     def step():
-        opt.zero_grad(set_to_none=True); problem.loss(model()).backward(); opt.step()
-    with torch.no_grad(): W = model().detach().clone().requires_grad_(True)
+        opt.zero_grad(set_to_none=True)
+        problem.loss(model()).backward()
+        opt.step()
+
+    with torch.no_grad():
+        W = model().detach().clone().requires_grad_(True)
+
     def loss_grad():
-        W.grad = None; problem.loss(W).backward()
+        W.grad = None
+        problem.loss(W).backward()
+
     t_step = benchmark(step, repeat=repeat, warmup=2, device=device)
     t_loss = benchmark(loss_grad, repeat=repeat, warmup=2, device=device)
     with torch.no_grad():
-        for p, s in zip(model.parameters(), saved): p.copy_(s)
+        for p, s in zip(model.parameters(), saved):
+            p.copy_(s)
     return {"step_seconds": t_step, "loss_grad_seconds": t_loss, "ratio": t_step / t_loss}
 
 # %% ../nbs/11_dmf_training.ipynb #a8c38581
-def speedup(reference: TrainLog, # e.g. the original network
-            other: TrainLog, # e.g. the compressed network
-            level: float | None = None, # the error to reach (default: the reference's final recovery error)
-            metric: str = "recovery",
-            x: str = "seconds", # seconds (wall time) or step (iterations)
-           ) -> float:
+def speedup(
+    reference: TrainLog,  # e.g. the original network
+    other: TrainLog,  # e.g. the compressed network
+    level: float | None = None,  # the error to reach (default: the reference's final recovery error)
+    metric: str = "recovery",
+    x: str = "seconds",  # seconds (wall time) or step (iterations)
+) -> float:
     "How many times sooner `other` reaches `level` than `reference` (NaN if either never does)."
     level = getattr(reference, metric)[-1] if level is None else level
     a, b = reference.first(level, metric, x), other.first(level, metric, x)
-    if a is None or b is None or b <= 0: return float("nan")
+    if a is None or b is None or b <= 0:
+        return float("nan")
     return a / b
+
 
 def log_rows(logs: dict[str, TrainLog]) -> list[dict]:
     "All logs as one table with a `method` column."
     return [{"method": name, **row} for name, lg in logs.items() for row in lg.rows()]
 
-def plot_curves(ax, logs: dict[str, TrainLog], # label → log
-                x: str = "step", # step or seconds
-                metric: str = "recovery", # loss, recovery or relative
-                ylabel: str | None = None,
-               ):
+
+def plot_curves(
+    ax,
+    logs: dict[str, TrainLog],  # label → log
+    x: str = "step",  # step or seconds
+    metric: str = "recovery",  # loss, recovery or relative
+    ylabel: str | None = None,
+):
     "Error against step or wall time, log scale, one line per run."
     for name, lg in logs.items():
-        ax.plot(getattr(lg, x), getattr(lg, metric), label=name, lw=2 if "original" in name else 1.5,
-                ls="--" if "original" in name else "-")
-    ax.set_yscale("log"); ax.set_xlabel("iteration" if x == "step" else "wall time (s)")
-    ax.set_ylabel(ylabel or metric); ax.grid(alpha=0.3); ax.legend(fontsize=8)
+        ax.plot(
+            getattr(lg, x),
+            getattr(lg, metric),
+            label=name,
+            lw=2 if "original" in name else 1.5,
+            ls="--" if "original" in name else "-",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration" if x == "step" else "wall time (s)")
+    ax.set_ylabel(ylabel or metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return ax

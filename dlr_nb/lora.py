@@ -19,83 +19,127 @@ __all__ = ['PRESETS', 'DeepLoraLinear', 'target_modules', 'adapters', 'trainable
 # %% ../nbs/20_deep_lora.ipynb #b23f745c
 class DeepLoraLinear(nn.Module):
     "A frozen nn.Linear plus s·W_L⋯W_1 (or, once compressed, s·left·W̃_L⋯W̃_1·rightᵀ)."
-    def __init__(self, base_layer: nn.Linear,
-                 rank: int = 8, # r: the rank of the update
-                 depth: int = 3, # L ≥ 2 factors (2: vanilla LoRA)
-                 width: int | str | None = None, # inner width: None (= rank, narrow), "wide" (the smaller side) or an int
-                 init: str = "orthogonal", # orthogonal (Deep LoRA, scale ε) or lora (Gaussian then zero)
-                 epsilon: float = 1e-3, # ε of the orthogonal initialisation
-                 scaling: float = 1.0, # s (the reference uses 1: no α/r)
-                 dropout: float = 0.0, # dropout on the adapter's input
-                 seed: int | None = None): # initialisation seed (the caller's random stream is untouched)
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        rank: int = 8,  # r: the rank of the update
+        depth: int = 3,  # L ≥ 2 factors (2: vanilla LoRA)
+        width: int | str | None = None,  # inner width: None (= rank, narrow), "wide" (the smaller side) or an int
+        init: str = "orthogonal",  # orthogonal (Deep LoRA, scale ε) or lora (Gaussian then zero)
+        epsilon: float = 1e-3,  # ε of the orthogonal initialisation
+        scaling: float = 1.0,  # s (the reference uses 1: no α/r)
+        dropout: float = 0.0,  # dropout on the adapter's input
+        seed: int | None = None,
+    ):  # initialisation seed (the caller's random stream is untouched)
         super().__init__()
         check_type("base_layer", base_layer, nn.Linear)
         m, n = base_layer.out_features, base_layer.in_features
-        check_type("rank", rank, int); check_range("rank", rank, 1); check_type("depth", depth, int); check_range("depth", depth, 2)
-        check_choice("init", init, ["orthogonal", "lora"]); check_range("epsilon", epsilon, 0, low_open=True); check_range("dropout", dropout, 0, 1, high_open=True)
-        if rank > min(m, n): raise ValueError(f"rank {rank} is larger than the layer's smaller side {min(m, n)} ({m}×{n})")
+        check_type("rank", rank, int)
+        check_range("rank", rank, 1)
+        check_type("depth", depth, int)
+        check_range("depth", depth, 2)
+        check_choice("init", init, ["orthogonal", "lora"])
+        check_range("epsilon", epsilon, 0, low_open=True)
+        check_range("dropout", dropout, 0, 1, high_open=True)
+        if rank > min(m, n):
+            raise ValueError(f"rank {rank} is larger than the layer's smaller side {min(m, n)} ({m}×{n})")
         w = rank if width is None else min(m, n) if width == "wide" else width
-        check_type("width", w, int); check_range("width", w, rank)
+        check_type("width", w, int)
+        check_range("width", w, rank)
         self.base_layer, self.rank, self.depth, self.width, self.init = base_layer, rank, depth, w, init
         self.epsilon, self.scaling, self.merged, self.compressed = epsilon, scaling, False, False
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        for p in base_layer.parameters(): p.requires_grad_(False)
+        for p in base_layer.parameters():
+            p.requires_grad_(False)
         shapes = [(w, n)] + [(w, w)] * (depth - 2) + [(m, w)]
         ref = base_layer.weight
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None: torch.manual_seed(seed)
-            self.lora_factors = nn.ParameterList(nn.Parameter(self._init_factor(i, s, ref)) for i, s in enumerate(shapes))
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.lora_factors = nn.ParameterList(
+                nn.Parameter(self._init_factor(i, s, ref)) for i, s in enumerate(shapes)
+            )
         self.lora_left = self.lora_right = None
+
     def _init_factor(self, i, shape, ref):
         W = torch.empty(shape, dtype=ref.dtype, device=ref.device)
-        if self.init == "orthogonal": return nn.init.orthogonal_(W) * self.epsilon
+        if self.init == "orthogonal":
+            return nn.init.orthogonal_(W) * self.epsilon
         return nn.init.normal_(W, std=1 / self.rank) if i == 0 else W.zero_()
 
 # %% ../nbs/20_deep_lora.ipynb #2e14cc2a
 def _chain(factors) -> torch.Tensor:
     "W_L ⋯ W_1 of a list [W_1, ..., W_L]."
     out = factors[0]
-    for W in factors[1:]: out = W @ out
+    for W in factors[1:]:
+        out = W @ out
     return out
+
 
 def _delta_weight(self) -> torch.Tensor:
     "ΔW scaled by s (m × n)."
     inner = _chain(list(self.lora_factors))
-    if self.compressed: inner = self.lora_left @ inner @ self.lora_right.T
+    if self.compressed:
+        inner = self.lora_left @ inner @ self.lora_right.T
     return self.scaling * inner
+
 
 def _forward(self, x: torch.Tensor) -> torch.Tensor:
     out = self.base_layer(x)
-    if self.merged: return out
+    if self.merged:
+        return out
     h = self.dropout(x).to(self.lora_factors[0].dtype)
-    if self.compressed: h = h @ self.lora_right
-    for W in self.lora_factors: h = h @ W.T
-    if self.compressed: h = h @ self.lora_left.T
+    if self.compressed:
+        h = h @ self.lora_right
+    for W in self.lora_factors:
+        h = h @ W.T
+    if self.compressed:
+        h = h @ self.lora_left.T
     return out + (self.scaling * h).to(out.dtype)
+
 
 @torch.no_grad()
 def _merge(self):
     "Add ΔW into the base weight (inference at the base layer's cost)."
-    if not self.merged: self.base_layer.weight += self.get_delta_weight().to(self.base_layer.weight.dtype); self.merged = True
+    if not self.merged:
+        self.base_layer.weight += self.get_delta_weight().to(self.base_layer.weight.dtype)
+        self.merged = True
+
 
 @torch.no_grad()
 def _unmerge(self):
     "Subtract ΔW from the base weight again."
-    if self.merged: self.base_layer.weight -= self.get_delta_weight().to(self.base_layer.weight.dtype); self.merged = False
+    if self.merged:
+        self.base_layer.weight -= self.get_delta_weight().to(self.base_layer.weight.dtype)
+        self.merged = False
+
 
 DeepLoraLinear.get_delta_weight, DeepLoraLinear.forward = _delta_weight, _forward
 DeepLoraLinear.merge, DeepLoraLinear.unmerge = _merge, _unmerge
-DeepLoraLinear.extra_repr = lambda self: f"rank={self.rank}, depth={self.depth}, width={self.width}, init={self.init}, compressed={self.compressed}"
+DeepLoraLinear.extra_repr = lambda self: (
+    f"rank={self.rank}, depth={self.depth}, width={self.width}, init={self.init}, compressed={self.compressed}"
+)
 
 # %% ../nbs/20_deep_lora.ipynb #232050ec
-PRESETS = {"attention-mlp": [r"attention\.self\.(query|key|value)$", r"attention\.output\.dense$", r"intermediate\.dense$", r"layer\.\d+\.output\.dense$"],
-           "only-query-value": [r"attention\.self\.(query|value)$"]}
+PRESETS = {
+    "attention-mlp": [
+        r"attention\.self\.(query|key|value)$",
+        r"attention\.output\.dense$",
+        r"intermediate\.dense$",
+        r"layer\.\d+\.output\.dense$",
+    ],
+    "only-query-value": [r"attention\.self\.(query|value)$"],
+}
+
 
 def target_modules(model: nn.Module, targets: str | list[str]) -> list[str]:
     "Names of the nn.Linear modules that `targets` (a preset or regular expressions) selects."
     linear = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and not isinstance(m, DeepLoraLinear)}
     if targets == "all-dense":
-        hidden = getattr(getattr(model, "config", None), "hidden_size", None) or max(min(m.in_features, m.out_features) for m in linear.values())
+        hidden = getattr(getattr(model, "config", None), "hidden_size", None) or max(
+            min(m.in_features, m.out_features) for m in linear.values()
+        )
         names = [n for n, m in linear.items() if min(m.in_features, m.out_features) >= hidden]
     else:
         patterns = (PRESETS.get(targets, [targets])) if isinstance(targets, str) else list(targets)
@@ -104,6 +148,7 @@ def target_modules(model: nn.Module, targets: str | list[str]) -> list[str]:
         shown = ", ".join(list(linear)[:12]) + (f", … ({len(linear)} in all)" if len(linear) > 12 else "")
         raise ValueError(f"targets {targets!r} match no linear module; the model's linear modules are: {shown}")
     return names
+
 
 def _set_module(model: nn.Module, name: str, module: nn.Module):
     parent, _, child = name.rpartition(".")
@@ -114,19 +159,31 @@ def adapters(model: nn.Module) -> dict[str, DeepLoraLinear]:
     "The model's adapter layers by name."
     return {n: m for n, m in model.named_modules() if isinstance(m, DeepLoraLinear)}
 
+
 def trainable_report(model: nn.Module) -> dict:
     "Counts of adapted layers, trainable and total parameters."
-    total = sum(p.numel() for p in model.parameters()); trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"adapted_layers": len(adapters(model)), "trainable": trainable, "total": total, "trainable_share": trainable / total}
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "adapted_layers": len(adapters(model)),
+        "trainable": trainable,
+        "total": total,
+        "trainable_share": trainable / total,
+    }
 
-def inject(model: nn.Module,
-           targets: str | list[str] = "all-dense", # a preset (all-dense, attention-mlp, only-query-value) or regular expressions
-           train: list[str] = (r"classifier", r"score"), # regular expressions of modules left trainable (e.g. a new head)
-           seed: int = 0, # adapters are seeded by seed + their index
-           **adapter) -> dict: # DeepLoraLinear arguments: rank, depth, width, init, epsilon, scaling, dropout
+
+def inject(
+    model: nn.Module,
+    targets: str
+    | list[str] = "all-dense",  # a preset (all-dense, attention-mlp, only-query-value) or regular expressions
+    train: list[str] = (r"classifier", r"score"),  # regular expressions of modules left trainable (e.g. a new head)
+    seed: int = 0,  # adapters are seeded by seed + their index
+    **adapter,
+) -> dict:  # DeepLoraLinear arguments: rank, depth, width, init, epsilon, scaling, dropout
     "Wrap the targeted linear layers in DeepLoraLinear adapters, freeze the rest, and report the counts."
     names = target_modules(model, targets)
-    for n, p in model.named_parameters(): p.requires_grad_(any(re.search(t, n) for t in train))
+    for n, p in model.named_parameters():
+        p.requires_grad_(any(re.search(t, n) for t in train))
     for i, name in enumerate(names):
         _set_module(model, name, DeepLoraLinear(model.get_submodule(name), seed=seed + i, **adapter))
     return {"targets": names, **trainable_report(model)}
@@ -136,7 +193,8 @@ def inject(model: nn.Module,
 def merge_and_unload(model: nn.Module) -> nn.Module:
     "Merge every adapter into its base layer and replace it by that layer."
     for name, layer in adapters(model).items():
-        layer.merge(); _set_module(model, name, layer.base_layer)
+        layer.merge()
+        _set_module(model, name, layer.base_layer)
     return model
 
 # %% ../nbs/20_deep_lora.ipynb #c3870e48
@@ -145,51 +203,76 @@ def _orth(A: torch.Tensor, r: int) -> torch.Tensor:
     Q, _ = torch.linalg.qr(A.double())
     return Q[:, :r]
 
+
 @torch.no_grad()
 def compress_layer(layer: DeepLoraLinear, rank: int, train_outer: bool = False) -> DeepLoraLinear:
     "Compress a wide adapter whose factors hold their step-0 gradients (see `compress`)."
-    check_type("rank", rank, int); check_range("rank", rank, 2)
-    if rank % 2: raise ValueError(f"rank must be even to compress (half from the gradient, half from the first factor); got {rank}")
-    if layer.compressed: raise ValueError("the adapter is already compressed")
+    check_type("rank", rank, int)
+    check_range("rank", rank, 2)
+    if rank % 2:
+        raise ValueError(
+            f"rank must be even to compress (half from the gradient, half from the first factor); got {rank}"
+        )
+    if layer.compressed:
+        raise ValueError("the adapter is already compressed")
     W1, WL = layer.lora_factors[0], layer.lora_factors[-1]
     m, n, w, eps, L = WL.shape[0], W1.shape[1], layer.width, layer.epsilon, layer.depth
-    if rank > w: raise ValueError(f"rank {rank} is larger than the adapter's width {w}")
+    if rank > w:
+        raise ValueError(f"rank {rank} is larger than the adapter's width {w}")
     dW = _chain([W.double() for W in layer.lora_factors])
     if w == n and W1.grad is not None:  # right side: the first factor is square
         U, _, Vh = torch.linalg.svd(W1.grad.double())
-        right = _orth(torch.cat([Vh[:rank // 2].T, W1.double().T @ U[:, :rank // 2] / eps], 1), rank)
-        left = dW @ right / eps ** L
+        right = _orth(torch.cat([Vh[: rank // 2].T, W1.double().T @ U[:, : rank // 2] / eps], 1), rank)
+        left = dW @ right / eps**L
     elif w == m and WL.grad is not None:  # output side: the construction on ΔWᵀ
         U, _, Vh = torch.linalg.svd(WL.grad.double())
-        left = _orth(torch.cat([U[:, :rank // 2], WL.double() @ Vh[:rank // 2].T / eps], 1), rank)
-        right = dW.T @ left / eps ** L
-    else: raise ValueError("compress needs a wide adapter (width equal to a side of the layer) whose factors hold the gradient of one batch")
+        left = _orth(torch.cat([U[:, : rank // 2], WL.double() @ Vh[: rank // 2].T / eps], 1), rank)
+        right = dW.T @ left / eps**L
+    else:
+        raise ValueError(
+            "compress needs a wide adapter (width equal to a side of the layer) whose factors hold the gradient of one batch"
+        )
     return _set_compressed(layer, left.to(W1.dtype), right.to(W1.dtype), train_outer)
 
-def _set_compressed(layer: DeepLoraLinear, left: torch.Tensor, right: torch.Tensor, train_outer: bool = False) -> DeepLoraLinear:
+
+def _set_compressed(
+    layer: DeepLoraLinear, left: torch.Tensor, right: torch.Tensor, train_outer: bool = False
+) -> DeepLoraLinear:
     "Give the layer the compressed form left · W̃_L⋯W̃_1 · rightᵀ with W̃_ℓ = ε I_r."
     r = left.shape[1]
-    layer.lora_factors = nn.ParameterList(nn.Parameter(layer.epsilon * torch.eye(r, dtype=left.dtype, device=left.device)) for _ in range(layer.depth))
+    layer.lora_factors = nn.ParameterList(
+        nn.Parameter(layer.epsilon * torch.eye(r, dtype=left.dtype, device=left.device)) for _ in range(layer.depth)
+    )
     layer.lora_left, layer.lora_right = (nn.Parameter(t, requires_grad=train_outer) for t in (left, right))
     layer.width, layer.rank, layer.compressed = r, r, True
     return layer
 
 # %% ../nbs/20_deep_lora.ipynb #3a8170a7
-def compress(model: nn.Module, loss_fn, # loss_fn(model) → the loss of one training batch
-             rank: int, # r (even)
-             train_outer: bool = False) -> dict: # whether left/right are trainable (γ > 0)
+def compress(
+    model: nn.Module,
+    loss_fn,  # loss_fn(model) → the loss of one training batch
+    rank: int,  # r (even)
+    train_outer: bool = False,
+) -> dict:  # whether left/right are trainable (γ > 0)
     "Compress every wide adapter of `model` from the gradient of one batch, with dropout off."
     layers = adapters(model)
-    if not layers: raise ValueError("the model has no adapters; call inject first")
-    was_training = model.training; model.eval()
+    if not layers:
+        raise ValueError("the model has no adapters; call inject first")
+    was_training = model.training
+    model.eval()
     for layer in layers.values():
-        for W in layer.lora_factors: W.grad = None
-    with torch.enable_grad(): loss_fn(model).backward()
-    for layer in layers.values(): compress_layer(layer, rank, train_outer)
+        for W in layer.lora_factors:
+            W.grad = None
+    with torch.enable_grad():
+        loss_fn(model).backward()
+    for layer in layers.values():
+        compress_layer(layer, rank, train_outer)
     model.train(was_training)
     for layer in layers.values():
-        for W in layer.lora_factors: W.grad = None
+        for W in layer.lora_factors:
+            W.grad = None
     return trainable_report(model)
+
 
 def outer_parameters(model: nn.Module) -> list[nn.Parameter]:
     "The left/right bases of compressed adapters (trained at γ·lr when train_outer)."
@@ -199,36 +282,72 @@ def outer_parameters(model: nn.Module) -> list[nn.Parameter]:
 def save_adapters(model: nn.Module, folder: str | Path, extra: dict | None = None) -> Path:
     "Write adapter_model.safetensors and adapter_config.json of the model's adapters and trainable modules."
     from safetensors.torch import save_file
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     layers = adapters(model)
-    if not layers: raise ValueError("the model has no adapters to save")
-    config = {"format": "dlr-nb deep-lora 1", "layers": {n: {"shape": [m.base_layer.out_features, m.base_layer.in_features], "rank": m.rank, "depth": m.depth,
-              "width": m.width, "init": m.init, "epsilon": m.epsilon, "scaling": m.scaling, "compressed": m.compressed} for n, m in layers.items()},
-              **(extra or {})}
+    if not layers:
+        raise ValueError("the model has no adapters to save")
+    config = {
+        "format": "dlr-nb deep-lora 1",
+        "layers": {
+            n: {
+                "shape": [m.base_layer.out_features, m.base_layer.in_features],
+                "rank": m.rank,
+                "depth": m.depth,
+                "width": m.width,
+                "init": m.init,
+                "epsilon": m.epsilon,
+                "scaling": m.scaling,
+                "compressed": m.compressed,
+            }
+            for n, m in layers.items()
+        },
+        **(extra or {}),
+    }
     tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad or "lora_" in n}
-    tmp = folder / "adapter_model.safetensors.tmp"; save_file(tensors, str(tmp)); tmp.replace(folder / "adapter_model.safetensors")
+    tmp = folder / "adapter_model.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(folder / "adapter_model.safetensors")
     atomic_write_text(folder / "adapter_config.json", json.dumps(config, indent=1) + "\n")
     return folder
+
 
 def load_adapters(model: nn.Module, folder: str | Path) -> nn.Module:
     "Re-create the saved adapters on `model` and load their tensors (names and shapes checked)."
     from safetensors.torch import load_file
+
     folder = Path(folder)
-    try: config = json.loads((folder / "adapter_config.json").read_text()); tensors = load_file(str(folder / "adapter_model.safetensors"))
-    except (OSError, ValueError) as e: raise ValueError(f"{folder}: not a saved adapter folder ({e})") from None
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text())
+        tensors = load_file(str(folder / "adapter_model.safetensors"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{folder}: not a saved adapter folder ({e})") from None
     for name, c in config["layers"].items():
-        try: base = model.get_submodule(name)
-        except AttributeError: raise ValueError(f"the adapters were saved for another model: it has no module {name!r}") from None
+        try:
+            base = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"the adapters were saved for another model: it has no module {name!r}") from None
         if not isinstance(base, nn.Linear) or [base.out_features, base.in_features] != c["shape"]:
-            raise ValueError(f"the adapters were saved for another model: {name!r} should be a {c['shape'][0]}×{c['shape'][1]} linear layer")
-        layer = DeepLoraLinear(base, rank=c["rank"], depth=c["depth"], width=None if c["compressed"] else c["width"], init=c["init"],
-                               epsilon=c["epsilon"], scaling=c["scaling"])
+            raise ValueError(
+                f"the adapters were saved for another model: {name!r} should be a {c['shape'][0]}×{c['shape'][1]} linear layer"
+            )
+        layer = DeepLoraLinear(
+            base,
+            rank=c["rank"],
+            depth=c["depth"],
+            width=None if c["compressed"] else c["width"],
+            init=c["init"],
+            epsilon=c["epsilon"],
+            scaling=c["scaling"],
+        )
         if c["compressed"]:  # the shapes of the compressed form; the values come from the file
             (m, n), z = c["shape"], base.weight.new_zeros
             _set_compressed(layer, z(m, c["rank"]), z(n, c["rank"]))
         _set_module(model, name, layer)
     state = model.state_dict()
     for k, v in tensors.items():
-        if k not in state or state[k].shape != v.shape: raise ValueError(f"the adapters were saved for another model: tensor {k!r} does not fit")
+        if k not in state or state[k].shape != v.shape:
+            raise ValueError(f"the adapters were saved for another model: tensor {k!r} does not fit")
     model.load_state_dict(tensors, strict=False)
     return model

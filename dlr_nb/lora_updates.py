@@ -17,8 +17,10 @@ __all__ = ['delta_weights', 'numerical_rank', 'subspace_similarity', 'UpdateTrac
 def delta_weights(model: nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
     "ΔW (detached, float32) of every adapted linear layer, Deep LoRA or peft LoRA, by module name."
     out = {n: a.get_delta_weight().detach().float() for n, a in adapters(model).items()}
-    try: from peft.tuners.lora import LoraLayer
-    except ImportError: return out
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:
+        return out
     for n, m in model.named_modules():
         if isinstance(m, LoraLayer) and adapter_name in getattr(m, "lora_A", {}):
             out[n.removeprefix("base_model.model.")] = m.get_delta_weight(adapter_name).detach().float()
@@ -30,30 +32,44 @@ def numerical_rank(W: torch.Tensor, tol: float = 1e-3) -> int:
     check_range("tol", tol, 0)
     return int((torch.linalg.svdvals(W.float()) > tol).sum())
 
+
 def subspace_similarity(U: torch.Tensor, V: torch.Tensor) -> float:
     "Mean squared cosine of the principal angles between span U and span V (orthonormal columns)."
-    if U.shape != V.shape: raise ValueError(f"U and V must have the same shape; got {tuple(U.shape)} and {tuple(V.shape)}")
+    if U.shape != V.shape:
+        raise ValueError(f"U and V must have the same shape; got {tuple(U.shape)} and {tuple(V.shape)}")
     return float((U.T.double() @ V.double()).pow(2).sum() / U.shape[1])
 
 # %% ../nbs/22_lora_updates.ipynb #1756b2f8
 class UpdateTracker:
     "Record the top singular values and top-k singular subspace of every ΔW every few steps."
-    def __init__(self, every: int = 10, # record every this many steps (and at step 0 when called with step 0)
-                 k: int = 4, # size of the tracked subspace
-                 top: int = 8): # singular values kept per layer
-        check_range("every", every, 1); check_range("k", k, 1); check_range("top", top, 1)
+
+    def __init__(
+        self,
+        every: int = 10,  # record every this many steps (and at step 0 when called with step 0)
+        k: int = 4,  # size of the tracked subspace
+        top: int = 8,
+    ):  # singular values kept per layer
+        check_range("every", every, 1)
+        check_range("k", k, 1)
+        check_range("top", top, 1)
         self.every, self.k, self.top = every, k, top
         self.steps, self.values, self.bases = [], [], []  # per record: step, {layer: top singular values}, {layer: U}
+
     @torch.no_grad()
     def __call__(self, step: int, model: nn.Module):
-        if step % self.every: return
+        if step % self.every:
+            return
         values, bases = {}, {}
         for name, D in delta_weights(model).items():
             U, S, _ = torch.linalg.svd(D, full_matrices=False)
-            values[name], bases[name] = S[:self.top].cpu(), U[:, :min(self.k, U.shape[1])].cpu()
-        self.steps.append(step); self.values.append(values); self.bases.append(bases)
+            values[name], bases[name] = S[: self.top].cpu(), U[:, : min(self.k, U.shape[1])].cpu()
+        self.steps.append(step)
+        self.values.append(values)
+        self.bases.append(bases)
+
     def similarity_to_final(self) -> dict[str, list[float]]:
         "s(U_t, U_T) per layer, one entry per recorded step."
-        if not self.steps: raise ValueError("nothing was recorded: pass the tracker to finetune(callback=...)")
+        if not self.steps:
+            raise ValueError("nothing was recorded: pass the tracker to finetune(callback=...)")
         final = self.bases[-1]
         return {n: [subspace_similarity(b[n], final[n]) for b in self.bases] for n in final}

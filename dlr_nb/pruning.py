@@ -25,21 +25,26 @@ __all__ = ['PRUNABLE', 'STRUCTURES', 'METHODS', 'prunable_layers', 'layer_sizes'
 # %% ../nbs/40_pruning.ipynb #a0a3a1c5
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
+
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     "The layers whose weights are pruned, by module name; a clear error if there are none or masks are already applied."
     layers = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
-    if not layers: raise ValueError("model has no prunable parameters (no nn.Linear, nn.Conv1d or nn.Conv2d layer)")
+    if not layers:
+        raise ValueError("model has no prunable parameters (no nn.Linear, nn.Conv1d or nn.Conv2d layer)")
     if any(torch_prune.is_pruned(m) for m in layers.values()):
         raise ValueError("model already carries pruning masks; call remove_masks(model) first")
     return layers
+
 
 def layer_sizes(layers: dict[str, nn.Module]) -> list[int]:
     "Number of weights of each layer, in order (how the flat vector splits)."
     return [m.weight.numel() for m in layers.values()]
 
+
 def flat_weights(layers: dict[str, nn.Module]) -> torch.Tensor:
     "The prunable weights as one flat vector (a copy)."
     return torch.cat([m.weight.detach().reshape(-1) for m in layers.values()]).clone()
+
 
 def set_flat_weights(layers: dict[str, nn.Module], w: torch.Tensor):
     "Write the flat vector `w` back into the layers' weights."
@@ -51,178 +56,301 @@ def set_flat_weights(layers: dict[str, nn.Module], w: torch.Tensor):
 def check_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     "Fail with one line if `x`, `y` are not a labelled batch the model accepts."
     check_type("data", x, torch.Tensor)
-    if len(x) != len(y): raise ValueError(f"data: {len(x)} inputs but {len(y)} labels")
-    if len(x) == 0: raise ValueError("data: the batch is empty")
+    if len(x) != len(y):
+        raise ValueError(f"data: {len(x)} inputs but {len(y)} labels")
+    if len(x) == 0:
+        raise ValueError("data: the batch is empty")
     try:
-        with torch.no_grad(): out = model(x[:1])
+        with torch.no_grad():
+            out = model(x[:1])
     except RuntimeError as e:
-        raise ValueError(f"data: the model cannot take inputs of shape {tuple(x.shape)} ({str(e).splitlines()[0]})") from None
-    if out.ndim != 2: raise ValueError(f"data: the model must return (batch, classes) scores; got shape {tuple(out.shape)}")
+        raise ValueError(
+            f"data: the model cannot take inputs of shape {tuple(x.shape)} ({str(e).splitlines()[0]})"
+        ) from None
+    if out.ndim != 2:
+        raise ValueError(f"data: the model must return (batch, classes) scores; got shape {tuple(out.shape)}")
 
-def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                         batch_size: int = 500, # samples per vectorised backward pass
-                         dtype: torch.dtype = torch.float64, # storage dtype of the result
-                         show_progress: bool | None = None) -> torch.Tensor:
+
+def per_sample_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 500,  # samples per vectorised backward pass
+    dtype: torch.dtype = torch.float64,  # storage dtype of the result
+    show_progress: bool | None = None,
+) -> torch.Tensor:
     "Per-sample gradients of the cross-entropy w.r.t. the prunable weights, as a d × N matrix."
     from torch.func import functional_call, grad, vmap
-    layers = prunable_layers(model); check_data(model, x, y); check_range("batch_size", batch_size, 1)
+
+    layers = prunable_layers(model)
+    check_data(model, x, y)
+    check_range("batch_size", batch_size, 1)
     names = [f"{n}.weight" for n in layers]
     state = {k: v.detach() for k, v in chain(model.named_parameters(), model.named_buffers())}
     weights = {k: state.pop(k) for k in names}
+
     def sample_loss(w, xi, yi):
         return F.cross_entropy(functional_call(model, {**state, **w}, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
-    was_training = model.training; model.eval()
+    was_training = model.training
+    model.eval()
     try:
-        cols = [torch.cat([g[k].reshape(len(idx), -1) for k in names], 1).T.to(dtype)
-                for idx in progress(torch.arange(len(x)).split(batch_size), desc="gradients", disable=None if show_progress is None else not show_progress)
-                for g in [per_sample(weights, x[idx], y[idx])]]
-    finally: model.train(was_training)
+        cols = [
+            torch.cat([g[k].reshape(len(idx), -1) for k in names], 1).T.to(dtype)
+            for idx in progress(
+                torch.arange(len(x)).split(batch_size),
+                desc="gradients",
+                disable=None if show_progress is None else not show_progress,
+            )
+            for g in [per_sample(weights, x[idx], y[idx])]
+        ]
+    finally:
+        model.train(was_training)
     return torch.cat(cols, 1)
 
 # %% ../nbs/40_pruning.ipynb #4d6f80be
 class DenseFisher:
     "Damped empirical Fisher formed as a d × d matrix from the d × N gradients (for small d)."
-    def __init__(self, grads: torch.Tensor, # d × N per-sample gradients
-                 damping: float = 1e-3): # λ
+
+    def __init__(
+        self,
+        grads: torch.Tensor,  # d × N per-sample gradients
+        damping: float = 1e-3,
+    ):  # λ
         check_range("damping", damping, 0, low_open=True)
         self.d, self.N, self.damping = grads.shape[0], grads.shape[1], damping
-        self.F = (grads.double() @ grads.double().T) / self.N + damping * torch.eye(self.d, dtype=torch.float64, device=grads.device)
+        self.F = (grads.double() @ grads.double().T) / self.N + damping * torch.eye(
+            self.d, dtype=torch.float64, device=grads.device
+        )
         self._chol = None
+
     @property
     def chol(self):
-        if self._chol is None: self._chol = torch.linalg.cholesky(self.F)
+        if self._chol is None:
+            self._chol = torch.linalg.cholesky(self.F)
         return self._chol
-    def matvec(self, v): return self.F @ v.double()
-    def diag(self): return self.F.diagonal().clone()
-    def entries(self, i: int, js: torch.Tensor): return self.F[js, i]
-    def inv_matvec(self, v): return torch.cholesky_solve(v.double()[:, None], self.chol)[:, 0]
-    def inv_diag(self): return torch.cholesky_inverse(self.chol).diagonal().clone()
+
+    def matvec(self, v):
+        return self.F @ v.double()
+
+    def diag(self):
+        return self.F.diagonal().clone()
+
+    def entries(self, i: int, js: torch.Tensor):
+        return self.F[js, i]
+
+    def inv_matvec(self, v):
+        return torch.cholesky_solve(v.double()[:, None], self.chol)[:, 0]
+
+    def inv_diag(self):
+        return torch.cholesky_inverse(self.chol).diagonal().clone()
+
     def solve_kept(self, keep: torch.Tensor, rhs: torch.Tensor):
         "Solve F_QQ x = rhs on the kept coordinates Q."
         A = self.F[keep][:, keep]
         return torch.cholesky_solve(rhs.double()[:, None], torch.linalg.cholesky(A))[:, 0]
-    def tracker(self, z): return _DenseTracker(self, z)
+
+    def tracker(self, z):
+        return _DenseTracker(self, z)
+
 
 class _DenseTracker:
     "F z kept up to date under single-coordinate changes of z (dense form)."
-    def __init__(self, fisher, z): self.F, self.h = fisher.F, fisher.matvec(z)
-    def at(self, idx): return self.h[idx]
-    def move(self, i: int, delta: float): self.h += self.F[:, i] * delta
+
+    def __init__(self, fisher, z):
+        self.F, self.h = fisher.F, fisher.matvec(z)
+
+    def at(self, idx):
+        return self.h[idx]
+
+    def move(self, i: int, delta: float):
+        self.h += self.F[:, i] * delta
 
 # %% ../nbs/40_pruning.ipynb #072cb48a
 class LowRankFisher:
     "Damped empirical Fisher U Uᵀ + λI with U = G/√N kept as d × N; never forms a d × d matrix."
-    def __init__(self, grads: torch.Tensor, # d × N per-sample gradients
-                 damping: float = 1e-3, # λ
-                 chunk: int = 8192): # columns per block in the O(N²d) products
+
+    def __init__(
+        self,
+        grads: torch.Tensor,  # d × N per-sample gradients
+        damping: float = 1e-3,  # λ
+        chunk: int = 8192,
+    ):  # columns per block in the O(N²d) products
         check_range("damping", damping, 0, low_open=True)
         self.d, self.N, self.damping, self.chunk = grads.shape[0], grads.shape[1], damping, chunk
         self.U = grads / math.sqrt(self.N)
         self._chol = self._inv_diag = None
+
     def _gram(self, U):
         "Uᵀ U in float64, accumulated over row blocks."
         return sum((b.T @ b).double() for b in U.split(self.chunk))
+
     @property
     def chol(self):
         if self._chol is None:
-            K = self._gram(self.U); K.diagonal().add_(self.damping)
+            K = self._gram(self.U)
+            K.diagonal().add_(self.damping)
             self._chol = torch.linalg.cholesky(K)
         return self._chol
-    def matvec(self, v): return (self.U @ (self.U.T @ v.to(self.U.dtype))).double() + self.damping * v.double()
-    def diag(self): return (self.U ** 2).sum(1).double() + self.damping
+
+    def matvec(self, v):
+        return (self.U @ (self.U.T @ v.to(self.U.dtype))).double() + self.damping * v.double()
+
+    def diag(self):
+        return (self.U**2).sum(1).double() + self.damping
+
     def entries(self, i: int, js: torch.Tensor):
         return (self.U[js] @ self.U[i]).double() + self.damping * (js == i).double()
+
     def inv_matvec(self, v):
         s = torch.cholesky_solve((self.U.T @ v.to(self.U.dtype)).double()[:, None], self.chol)[:, 0]
         return (v.double() - (self.U @ s.to(self.U.dtype)).double()) / self.damping
+
     def inv_diag(self):
         if self._inv_diag is None:  # O(N²d): computed once, shared by every call
-            q = torch.cat([(torch.linalg.solve_triangular(self.chol, b.T.double(), upper=False) ** 2).sum(0) for b in self.U.split(self.chunk)])
+            q = torch.cat(
+                [
+                    (torch.linalg.solve_triangular(self.chol, b.T.double(), upper=False) ** 2).sum(0)
+                    for b in self.U.split(self.chunk)
+                ]
+            )
             self._inv_diag = (1 - q) / self.damping
         return self._inv_diag
+
     def solve_kept(self, keep: torch.Tensor, rhs: torch.Tensor):
         "Solve F_QQ x = rhs on the kept coordinates Q, directly or by Woodbury, whichever system is smaller."
         UQ, lam = self.U[keep], self.damping
         if len(UQ) <= self.N:
-            A = (UQ @ UQ.T).double(); A.diagonal().add_(lam)
+            A = (UQ @ UQ.T).double()
+            A.diagonal().add_(lam)
             return torch.cholesky_solve(rhs.double()[:, None], torch.linalg.cholesky(A))[:, 0]
-        K = self._gram(UQ); K.diagonal().add_(lam)
+        K = self._gram(UQ)
+        K.diagonal().add_(lam)
         s = torch.cholesky_solve((UQ.T @ rhs.to(UQ.dtype)).double()[:, None], torch.linalg.cholesky(K))[:, 0]
         return (rhs.double() - (UQ @ s.to(UQ.dtype)).double()) / lam
-    def tracker(self, z): return _LowRankTracker(self, z)
+
+    def tracker(self, z):
+        return _LowRankTracker(self, z)
+
 
 class _LowRankTracker:
     "F z kept up to date under single-coordinate changes of z through the N-vector Uᵀ z."
+
     def __init__(self, fisher, z):
         self.U, self.lam, self.z = fisher.U, fisher.damping, z.double().clone()
         self.a = (self.U.T @ z.to(self.U.dtype)).double()
-    def at(self, idx): return (self.U[idx] @ self.a.to(self.U.dtype)).double() + self.lam * self.z[idx]
+
+    def at(self, idx):
+        return (self.U[idx] @ self.a.to(self.U.dtype)).double() + self.lam * self.z[idx]
+
     def move(self, i: int, delta: float):
-        self.a += self.U[i].double() * delta; self.z[i] += delta
+        self.a += self.U[i].double() * delta
+        self.z[i] += delta
 
 # %% ../nbs/40_pruning.ipynb #9ee1927e
 class BlockDiagonalFisher:
     "Per-layer blocks of the damped empirical Fisher (curvature between layers ignored)."
+
     def __init__(self, blocks: list, sizes: list[int]):
         self.blocks, self.sizes = blocks, list(sizes)
         self.d, self.damping = sum(sizes), blocks[0].damping
         self.offsets = torch.tensor([0, *torch.tensor(sizes).cumsum(0).tolist()])
-    def _split(self, v): return v.split(self.sizes)
-    def _block_of(self, i: int) -> int: return int(torch.searchsorted(self.offsets, torch.tensor(i), right=True)) - 1
-    def matvec(self, v): return torch.cat([b.matvec(p) for b, p in zip(self.blocks, self._split(v))])
-    def diag(self): return torch.cat([b.diag() for b in self.blocks])
+
+    def _split(self, v):
+        return v.split(self.sizes)
+
+    def _block_of(self, i: int) -> int:
+        return int(torch.searchsorted(self.offsets, torch.tensor(i), right=True)) - 1
+
+    def matvec(self, v):
+        return torch.cat([b.matvec(p) for b, p in zip(self.blocks, self._split(v))])
+
+    def diag(self):
+        return torch.cat([b.diag() for b in self.blocks])
+
     def entries(self, i: int, js: torch.Tensor):
-        k = self._block_of(i); lo, hi = int(self.offsets[k]), int(self.offsets[k + 1])
+        k = self._block_of(i)
+        lo, hi = int(self.offsets[k]), int(self.offsets[k + 1])
         out = torch.zeros(len(js), dtype=torch.float64, device=js.device)
         inside = (js >= lo) & (js < hi)
-        if inside.any(): out[inside] = self.blocks[k].entries(i - lo, js[inside] - lo)
+        if inside.any():
+            out[inside] = self.blocks[k].entries(i - lo, js[inside] - lo)
         return out
-    def inv_matvec(self, v): return torch.cat([b.inv_matvec(p) for b, p in zip(self.blocks, self._split(v))])
-    def inv_diag(self): return torch.cat([b.inv_diag() for b in self.blocks])
+
+    def inv_matvec(self, v):
+        return torch.cat([b.inv_matvec(p) for b, p in zip(self.blocks, self._split(v))])
+
+    def inv_diag(self):
+        return torch.cat([b.inv_diag() for b in self.blocks])
+
     def solve_kept(self, keep, rhs):
         parts, r = [], rhs
         for b, k in zip(self.blocks, self._split(keep)):
-            n = int(k.sum()); parts.append(b.solve_kept(k, r[:n]) if n else r[:0].double()); r = r[n:]
+            n = int(k.sum())
+            parts.append(b.solve_kept(k, r[:n]) if n else r[:0].double())
+            r = r[n:]
         return torch.cat(parts)
-    def tracker(self, z): return _BlockTracker(self, z)
+
+    def tracker(self, z):
+        return _BlockTracker(self, z)
+
 
 class _BlockTracker:
     "One tracker per block."
+
     def __init__(self, fisher, z):
         self.f, self.parts = fisher, [b.tracker(p) for b, p in zip(fisher.blocks, fisher._split(z))]
+
     def at(self, idx):
-        idx = torch.as_tensor(idx); flat = idx.reshape(-1); out = torch.empty(len(flat), dtype=torch.float64, device=flat.device)
+        idx = torch.as_tensor(idx)
+        flat = idx.reshape(-1)
+        out = torch.empty(len(flat), dtype=torch.float64, device=flat.device)
         ks = (torch.searchsorted(self.f.offsets, flat.cpu(), right=True) - 1).to(flat.device)  # offsets live on the CPU
         for k in ks.unique().tolist():
-            sel = ks == k; out[sel] = self.parts[k].at(flat[sel] - int(self.f.offsets[k]))
+            sel = ks == k
+            out[sel] = self.parts[k].at(flat[sel] - int(self.f.offsets[k]))
         return out.reshape(idx.shape)
+
     def move(self, i: int, delta: float):
-        k = self.f._block_of(i); self.parts[k].move(i - int(self.f.offsets[k]), delta)
+        k = self.f._block_of(i)
+        self.parts[k].move(i - int(self.f.offsets[k]), delta)
 
 # %% ../nbs/40_pruning.ipynb #0739c1d4
 STRUCTURES = ("auto", "dense", "low-rank", "block-diagonal")
 
-def fisher_from_gradients(grads: torch.Tensor, # d × N per-sample gradients
-                          damping: float = 1e-3, # λ
-                          structure: str = "auto", # auto, dense, low-rank or block-diagonal
-                          sizes: list[int] | None = None): # block sizes (block-diagonal: the layers' weight counts)
+
+def fisher_from_gradients(
+    grads: torch.Tensor,  # d × N per-sample gradients
+    damping: float = 1e-3,  # λ
+    structure: str = "auto",  # auto, dense, low-rank or block-diagonal
+    sizes: list[int] | None = None,
+):  # block sizes (block-diagonal: the layers' weight counts)
     "The damped empirical Fisher of the given gradients in the requested form."
-    check_choice("structure", structure, STRUCTURES); check_range("damping", damping, 0, low_open=True)
+    check_choice("structure", structure, STRUCTURES)
+    check_range("damping", damping, 0, low_open=True)
     d, N = grads.shape
     if structure == "block-diagonal":
-        if not sizes or sum(sizes) != d: raise ValueError(f"sizes must add up to the {d} weights for a block-diagonal Fisher")
+        if not sizes or sum(sizes) != d:
+            raise ValueError(f"sizes must add up to the {d} weights for a block-diagonal Fisher")
         return BlockDiagonalFisher([fisher_from_gradients(g, damping) for g in grads.split(sizes)], sizes)
-    if structure == "dense" or (structure == "auto" and d <= N): return DenseFisher(grads, damping)
+    if structure == "dense" or (structure == "auto" and d <= N):
+        return DenseFisher(grads, damping)
     return LowRankFisher(grads, damping)
 
-def empirical_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     damping: float = 1e-3, # λ (1e-3 for MLPNet in the reference)
-                     structure: str = "auto", # auto, dense, low-rank or block-diagonal (per layer)
-                     dtype: torch.dtype = torch.float64, # storage dtype of the gradients
-                     show_progress: bool | None = None):
+
+def empirical_fisher(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    damping: float = 1e-3,  # λ (1e-3 for MLPNet in the reference)
+    structure: str = "auto",  # auto, dense, low-rank or block-diagonal (per layer)
+    dtype: torch.dtype = torch.float64,  # storage dtype of the gradients
+    show_progress: bool | None = None,
+):
     "The damped empirical Fisher of the cross-entropy at the model's prunable weights, from samples (x, y)."
-    check_choice("structure", structure, STRUCTURES); check_range("damping", damping, 0, low_open=True)
+    check_choice("structure", structure, STRUCTURES)
+    check_range("damping", damping, 0, low_open=True)
     grads = per_sample_gradients(model, x, y, dtype=dtype, show_progress=show_progress)
     return fisher_from_gradients(grads, damping, structure, layer_sizes(prunable_layers(model)))
 
@@ -232,25 +360,31 @@ def pruned_count(d: int, sparsity: float) -> int:
     check_range("sparsity", sparsity, 0, 1, high_open=True)
     return int(round(sparsity * d))
 
+
 def smallest_mask(scores: torch.Tensor, count: int) -> torch.Tensor:
     "Boolean mask of the `count` smallest scores (ties broken by position)."
     mask = torch.zeros(len(scores), dtype=torch.bool, device=scores.device)
     mask[torch.argsort(scores, stable=True)[:count]] = True
     return mask
 
+
 def magnitude_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
     "Global magnitude pruning: remove the round(s·d) smallest |w|."
     return smallest_mask(w.abs(), pruned_count(len(w), sparsity))
+
 
 def obs_scores(w: torch.Tensor, fisher) -> torch.Tensor:
     "OBS saliency w_q² / [F⁻¹]_qq of every weight."
     return w.double() ** 2 / fisher.inv_diag()
 
+
 def obs_update(w: torch.Tensor, q: int, fisher) -> torch.Tensor:
     "Single-weight OBS update δw removing weight q."
-    e = torch.zeros(len(w), dtype=torch.float64, device=w.device); e[q] = 1
+    e = torch.zeros(len(w), dtype=torch.float64, device=w.device)
+    e[q] = 1
     col = fisher.inv_matvec(e)
     return -w[q].double() / col[q] * col
+
 
 def woodfisher_update(w: torch.Tensor, removed: torch.Tensor, fisher, scale: float = 0.9) -> torch.Tensor:
     "WF: the weights after adding the scaled sum of single-weight OBS updates of all removed weights (removed set to 0)."
@@ -259,20 +393,26 @@ def woodfisher_update(w: torch.Tensor, removed: torch.Tensor, fisher, scale: flo
     return torch.where(removed, 0.0, out).to(w.dtype)
 
 # %% ../nbs/40_pruning.ipynb #e46dbcb8
-def rmp_masks(w: torch.Tensor, sparsity: float,
-              tries: int = 50, # random tries after the magnitude mask (try 0)
-              generator: torch.Generator | None = None) -> list[torch.Tensor]:
+def rmp_masks(
+    w: torch.Tensor,
+    sparsity: float,
+    tries: int = 50,  # random tries after the magnitude mask (try 0)
+    generator: torch.Generator | None = None,
+) -> list[torch.Tensor]:
     "Magnitude mask, then `tries` random-chunk magnitude masks (RMP), all with exactly round(s·d) removed."
-    d, p = len(w), pruned_count(len(w), sparsity); a = w.abs().cpu()
+    d, p = len(w), pruned_count(len(w), sparsity)
+    a = w.abs().cpu()
     masks = [magnitude_mask(w, sparsity)]
     chunks = max(1, min(math.isqrt(d), 1000))
     for _ in range(tries):
         keep = torch.zeros(d, dtype=torch.bool)
         for part in torch.randperm(d, generator=generator).tensor_split(chunks):
             k = math.ceil(len(part) * (1 - sparsity))
-            if k: keep[part[torch.topk(a[part], k).indices]] = True
+            if k:
+                keep[part[torch.topk(a[part], k).indices]] = True
         surplus = int(keep.sum()) - (d - p)
-        if surplus > 0: keep[torch.nonzero(keep)[:, 0][torch.argsort(a[keep], stable=True)[:surplus]]] = False
+        if surplus > 0:
+            keep[torch.nonzero(keep)[:, 0][torch.argsort(a[keep], stable=True)[:surplus]]] = False
         masks.append((~keep).to(w.device))
     return masks
 
@@ -282,57 +422,95 @@ def quadratic_cost(w: torch.Tensor, removed: torch.Tensor, fisher) -> float:
     z = torch.where(removed, w.double(), 0.0)
     return float(z @ fisher.matvec(z))
 
-def swap_pass(w: torch.Tensor, removed: torch.Tensor, fisher,
-              rho: int = 10, # partners scanned on either side of i's rank
-              tau: int = 20, # the pass ends after this many i without a profitable partner
-              eps: float = 1e-4) -> tuple[torch.Tensor, int]:
+
+def swap_pass(
+    w: torch.Tensor,
+    removed: torch.Tensor,
+    fisher,
+    rho: int = 10,  # partners scanned on either side of i's rank
+    tau: int = 20,  # the pass ends after this many i without a profitable partner
+    eps: float = 1e-4,
+) -> tuple[torch.Tensor, int]:
     "One pass of CBS-S's swap search; returns the new removed-mask and the number of swaps."
     w, removed = w.double(), removed.clone()
-    z = torch.where(removed, w, 0.0); h, Fd = fisher.matvec(z), fisher.diag()
-    alpha, beta = 2 * w * h - Fd * w ** 2, 2 * w * h + Fd * w ** 2
-    I = torch.nonzero(removed)[:, 0]; I = I[torch.argsort(alpha[I], descending=True, stable=True)]
-    J = torch.nonzero(~removed)[:, 0]; J = J[torch.argsort(beta[J], stable=True)]
+    z = torch.where(removed, w, 0.0)
+    h, Fd = fisher.matvec(z), fisher.diag()
+    alpha, beta = 2 * w * h - Fd * w**2, 2 * w * h + Fd * w**2
+    I = torch.nonzero(removed)[:, 0]
+    I = I[torch.argsort(alpha[I], descending=True, stable=True)]
+    J = torch.nonzero(~removed)[:, 0]
+    J = J[torch.argsort(beta[J], stable=True)]
     tracker, used = fisher.tracker(z), torch.zeros(len(w), dtype=torch.bool, device=w.device)
     swaps = misses = 0
-    for k, i in enumerate(I[:len(J) + rho].tolist()):
-        js = J[max(0, k - rho):k + rho + 1]; js = js[~used[js]]
+    for k, i in enumerate(I[: len(J) + rho].tolist()):
+        js = J[max(0, k - rho) : k + rho + 1]
+        js = js[~used[js]]
         if len(js):
             hi, hj = tracker.at(torch.tensor([i], device=w.device))[0], tracker.at(js)
-            delta = -(2 * w[i] * hi - Fd[i] * w[i] ** 2) + (2 * w[js] * hj + Fd[js] * w[js] ** 2) - 2 * w[i] * fisher.entries(i, js) * w[js]
+            delta = (
+                -(2 * w[i] * hi - Fd[i] * w[i] ** 2)
+                + (2 * w[js] * hj + Fd[js] * w[js] ** 2)
+                - 2 * w[i] * fisher.entries(i, js) * w[js]
+            )
             best = int(torch.argmin(delta))
             if delta[best] <= -eps:
-                j = int(js[best]); tracker.move(i, -float(w[i])); tracker.move(j, float(w[j]))
-                removed[i], removed[j] = False, True; used[i] = used[j] = True; swaps += 1
+                j = int(js[best])
+                tracker.move(i, -float(w[i]))
+                tracker.move(j, float(w[j]))
+                removed[i], removed[j] = False, True
+                used[i] = used[j] = True
+                swaps += 1
                 continue
         misses += 1
-        if misses >= tau: break
+        if misses >= tau:
+            break
     return removed, swaps
 
 # %% ../nbs/40_pruning.ipynb #43004367
-def cbs_select(w: torch.Tensor, fisher, sparsity: float,
-               loss_fn=None, # removed-mask → loss of the pruned model (default: the quadratic cost f)
-               tries: int = 50, # RMP random tries
-               iterations: int = 100, # swap passes at most
-               patience: int = 5, # stop after this many passes without a better loss
-               rho: int = 10, tau: int = 20, eps: float = 1e-4,
-               seed: int = 0, show_progress: bool | None = None) -> tuple[torch.Tensor, dict]:
+def cbs_select(
+    w: torch.Tensor,
+    fisher,
+    sparsity: float,
+    loss_fn=None,  # removed-mask → loss of the pruned model (default: the quadratic cost f)
+    tries: int = 50,  # RMP random tries
+    iterations: int = 100,  # swap passes at most
+    patience: int = 5,  # stop after this many passes without a better loss
+    rho: int = 10,
+    tau: int = 20,
+    eps: float = 1e-4,
+    seed: int = 0,
+    show_progress: bool | None = None,
+) -> tuple[torch.Tensor, dict]:
     "CBS-S: the removed-mask found by RMP initialisation and swap search, with a report."
     score = loss_fn or (lambda m: quadratic_cost(w, m, fisher))
     masks = rmp_masks(w, sparsity, tries, torch.Generator().manual_seed(seed))
     losses = [score(m) for m in masks]
     start = min(range(len(masks)), key=losses.__getitem__)
     best, best_loss, current = masks[start], losses[start], masks[start]
-    report = {"init_try": start, "init_loss": best_loss, "magnitude_loss": losses[0], "init_cost": quadratic_cost(w, best, fisher),
-              "passes": 0, "swaps": 0}
+    report = {
+        "init_try": start,
+        "init_loss": best_loss,
+        "magnitude_loss": losses[0],
+        "init_cost": quadratic_cost(w, best, fisher),
+        "passes": 0,
+        "swaps": 0,
+    }
     stale = 0
-    for _ in progress(range(iterations), desc="swap passes", disable=None if show_progress is None else not show_progress):
+    for _ in progress(
+        range(iterations), desc="swap passes", disable=None if show_progress is None else not show_progress
+    ):
         current, swaps = swap_pass(w, current, fisher, rho, tau, eps)
-        report["passes"] += 1; report["swaps"] += swaps
-        if swaps == 0: break
+        report["passes"] += 1
+        report["swaps"] += swaps
+        if swaps == 0:
+            break
         value = score(current)
-        if value < best_loss: best, best_loss, stale = current, value, 0
-        else: stale += 1
-        if stale >= patience: break
+        if value < best_loss:
+            best, best_loss, stale = current, value, 0
+        else:
+            stale += 1
+        if stale >= patience:
+            break
     report.update(loss=best_loss, cost=quadratic_cost(w, best, fisher))
     return best, report
 
@@ -340,26 +518,34 @@ def cbs_select(w: torch.Tensor, fisher, sparsity: float,
 def cbs_update(w: torch.Tensor, removed: torch.Tensor, fisher) -> torch.Tensor:
     "CBS-U: the weights after the optimal update that zeroes the removed set under the quadratic model."
     z = torch.where(removed, w.double(), 0.0)
-    out = w.double().clone(); keep = ~removed
-    if keep.any(): out[keep] += fisher.solve_kept(keep, fisher.matvec(z)[keep])
+    out = w.double().clone()
+    keep = ~removed
+    if keep.any():
+        out[keep] += fisher.solve_kept(keep, fisher.matvec(z)[keep])
     out[removed] = 0
     return out.to(w.dtype)
 
 # %% ../nbs/40_pruning.ipynb #2b53c262
-def obc_prune_layer(W: torch.Tensor, # rows × cols weights of a linear layer
-                    X: torch.Tensor, # n × cols inputs of the layer
-                    counts: torch.Tensor, # weights to remove in each row
-                    rel_damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]: # damping as a share of H's mean diagonal
+def obc_prune_layer(
+    W: torch.Tensor,  # rows × cols weights of a linear layer
+    X: torch.Tensor,  # n × cols inputs of the layer
+    counts: torch.Tensor,  # weights to remove in each row
+    rel_damp: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor]:  # damping as a share of H's mean diagonal
     "OBC: each row pruned greedily with the layer-wise OBS update; returns the new weights and the removed-mask."
     rows, cols = W.shape
     H = 2 * X.double().T @ X.double() / len(X)
     H.diagonal().add_(rel_damp * float(H.diagonal().mean()) + 1e-12)
     Hinv = torch.linalg.inv(H).expand(rows, cols, cols).clone()
-    w, removed, r = W.double().clone(), torch.zeros(rows, cols, dtype=torch.bool, device=W.device), torch.arange(rows, device=W.device)
+    w, removed, r = (
+        W.double().clone(),
+        torch.zeros(rows, cols, dtype=torch.bool, device=W.device),
+        torch.arange(rows, device=W.device),
+    )
     for step in range(int(counts.max()) if len(counts) else 0):
         active = counts > step
         diag = Hinv.diagonal(dim1=1, dim2=2)
-        score = torch.where(removed, math.inf, w ** 2 / diag)
+        score = torch.where(removed, math.inf, w**2 / diag)
         j = score.argmin(1)
         col = Hinv[r, :, j]
         coef = torch.where(active, w[r, j] / diag[r, j], 0.0)
@@ -378,15 +564,25 @@ def apply_masks(model: nn.Module, removed: torch.Tensor):
         torch_prune.custom_from_mask(m, "weight", (~part).reshape(m.weight.shape).to(m.weight.device))
     return model
 
+
 def remove_masks(model: nn.Module):
     "Make the pruning permanent: plain weight parameters with zeros where the masks were."
     for m in model.modules():
-        if torch_prune.is_pruned(m) and hasattr(m, "weight_mask"): torch_prune.remove(m, "weight")
+        if torch_prune.is_pruned(m) and hasattr(m, "weight_mask"):
+            torch_prune.remove(m, "weight")
     return model
+
 
 def removed_mask(model: nn.Module) -> torch.Tensor:
     "The flat removed-mask of a model pruned with `apply_masks`."
-    return torch.cat([~m.weight_mask.bool().reshape(-1) for m in model.modules() if isinstance(m, PRUNABLE) and hasattr(m, "weight_mask")])
+    return torch.cat(
+        [
+            ~m.weight_mask.bool().reshape(-1)
+            for m in model.modules()
+            if isinstance(m, PRUNABLE) and hasattr(m, "weight_mask")
+        ]
+    )
+
 
 def measured_sparsity(model: nn.Module) -> dict:
     "Share of exactly-zero weights, overall and per prunable layer, as the model computes them."
@@ -398,86 +594,135 @@ def measured_sparsity(model: nn.Module) -> dict:
 # %% ../nbs/40_pruning.ipynb #f5d7dca3
 METHODS = ("mp", "wf-s", "wf", "cbs-s", "cbs", "obc")
 
+
 @torch.no_grad()
 def data_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 5000) -> float:
     "Mean cross-entropy of the model on (x, y)."
-    return float(sum(F.cross_entropy(model(xb), yb, reduction="sum") for xb, yb in zip(x.split(batch_size), y.split(batch_size))) / len(x))
+    return float(
+        sum(F.cross_entropy(model(xb), yb, reduction="sum") for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
+        / len(x)
+    )
+
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 5000) -> float:
     "Share of correctly classified samples."
-    was = model.training; model.eval()
+    was = model.training
+    model.eval()
     hits = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
     model.train(was)
     return hits / len(x)
 
+
 def layer_inputs(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor) -> dict[str, torch.Tensor]:
     "The inputs each layer receives when the model runs on x (forward hooks)."
-    seen, hooks = {}, [m.register_forward_hook(lambda m, inp, out, n=n: seen.__setitem__(n, inp[0].detach())) for n, m in layers.items()]
+    seen, hooks = (
+        {},
+        [
+            m.register_forward_hook(lambda m, inp, out, n=n: seen.__setitem__(n, inp[0].detach()))
+            for n, m in layers.items()
+        ],
+    )
     try:
-        with torch.no_grad(): model(x)
+        with torch.no_grad():
+            model(x)
     finally:
-        for h in hooks: h.remove()
+        for h in hooks:
+            h.remove()
     return seen
 
 # %% ../nbs/40_pruning.ipynb #1c629ce6
 def _check_prune_args(model, sparsity, method, damping, data):
-    check_range("sparsity", sparsity, 0, 1, high_open=True); check_range("damping", damping, 0, low_open=True)
+    check_range("sparsity", sparsity, 0, 1, high_open=True)
+    check_range("damping", damping, 0, low_open=True)
     check_choice("method", method, METHODS)
     layers = prunable_layers(model)
     if method != "mp":
-        if data is None: raise ValueError(f"data: method '{method}' needs samples (x, y) for its Fisher or layer inputs")
+        if data is None:
+            raise ValueError(f"data: method '{method}' needs samples (x, y) for its Fisher or layer inputs")
         check_data(model, *data)
     if method == "obc" and (bad := [n for n, m in layers.items() if not isinstance(m, nn.Linear)]):
-        raise ValueError(f"method 'obc' supports nn.Linear layers only; the model has {type(layers[bad[0]]).__name__} layer '{bad[0]}'")
+        raise ValueError(
+            f"method 'obc' supports nn.Linear layers only; the model has {type(layers[bad[0]]).__name__} layer '{bad[0]}'"
+        )
     return layers
 
-def prune(model: nn.Module, sparsity: float, # share of the prunable weights removed, in [0, 1)
-          method: str = "cbs", # mp, wf-s, wf, cbs-s, cbs or obc
-          data: tuple[torch.Tensor, torch.Tensor] | None = None, # samples (x, y) for gradients, losses and layer inputs
-          fisher_samples: int = 5000, # samples of `data` used
-          damping: float = 1e-3, # λ of the damped Fisher
-          structure: str = "auto", # Fisher form: auto, dense, low-rank or block-diagonal
-          fisher=None, # a Fisher of this model computed beforehand (shared between calls)
-          wf_scale: float = 0.9, # WF's scaling of the joint update
-          tries: int = 50, iterations: int = 100, patience: int = 5, # CBS-S search (see cbs_select)
-          seed: int = 0, # RMP's random stream
-          removed: torch.Tensor | None = None, # a flat removed-mask to use instead of selecting (e.g. CBS-U on a CBS-S mask)
-          show_progress: bool | None = None) -> tuple[nn.Module, dict]:
+
+def prune(
+    model: nn.Module,
+    sparsity: float,  # share of the prunable weights removed, in [0, 1)
+    method: str = "cbs",  # mp, wf-s, wf, cbs-s, cbs or obc
+    data: tuple[torch.Tensor, torch.Tensor] | None = None,  # samples (x, y) for gradients, losses and layer inputs
+    fisher_samples: int = 5000,  # samples of `data` used
+    damping: float = 1e-3,  # λ of the damped Fisher
+    structure: str = "auto",  # Fisher form: auto, dense, low-rank or block-diagonal
+    fisher=None,  # a Fisher of this model computed beforehand (shared between calls)
+    wf_scale: float = 0.9,  # WF's scaling of the joint update
+    tries: int = 50,
+    iterations: int = 100,
+    patience: int = 5,  # CBS-S search (see cbs_select)
+    seed: int = 0,  # RMP's random stream
+    removed: torch.Tensor | None = None,  # a flat removed-mask to use instead of selecting (e.g. CBS-U on a CBS-S mask)
+    show_progress: bool | None = None,
+) -> tuple[nn.Module, dict]:
     "Prune a copy of `model` one-shot; return it with masks applied, and a report."
     method = str(method).lower()
     layers = _check_prune_args(model, sparsity, method, damping, data)
     check_range("fisher_samples", fisher_samples, 1)
-    pruned = copy.deepcopy(model).eval(); layers = prunable_layers(pruned)
-    w0 = w = flat_weights(layers); report = {"method": method, "sparsity": sparsity, "weights": len(w), "seconds": {}}
+    pruned = copy.deepcopy(model).eval()
+    layers = prunable_layers(pruned)
+    w0 = w = flat_weights(layers)
+    report = {"method": method, "sparsity": sparsity, "weights": len(w), "seconds": {}}
     x, y = (data[0][:fisher_samples], data[1][:fisher_samples]) if data is not None else (None, None)
     t0 = time.perf_counter()
+
     def loss_of(removed):
-        set_flat_weights(layers, torch.where(removed, 0.0, w)); return data_loss(pruned, x, y)
+        set_flat_weights(layers, torch.where(removed, 0.0, w))
+        return data_loss(pruned, x, y)
+
     if removed is not None and (removed.dtype != torch.bool or removed.shape != w.shape):
-        raise ValueError(f"removed: expected a boolean mask of {len(w)} weights; got {removed.dtype} of shape {tuple(removed.shape)}")
+        raise ValueError(
+            f"removed: expected a boolean mask of {len(w)} weights; got {removed.dtype} of shape {tuple(removed.shape)}"
+        )
     if method in ("wf-s", "wf", "cbs-s", "cbs") and fisher is None:
         fisher = empirical_fisher(pruned, x, y, damping, structure, show_progress=show_progress)
         report["seconds"]["fisher"] = time.perf_counter() - t0
-    if fisher is not None and fisher.d != len(w): raise ValueError(f"fisher: built for {fisher.d} weights, the model has {len(w)}")
+    if fisher is not None and fisher.d != len(w):
+        raise ValueError(f"fisher: built for {fisher.d} weights, the model has {len(w)}")
     t1 = time.perf_counter()
-    if removed is not None: report["given_mask"] = True
-    elif method in ("mp", "obc"): removed = magnitude_mask(w, sparsity)
-    elif method in ("wf-s", "wf"): removed = smallest_mask(obs_scores(w, fisher), pruned_count(len(w), sparsity))
+    if removed is not None:
+        report["given_mask"] = True
+    elif method in ("mp", "obc"):
+        removed = magnitude_mask(w, sparsity)
+    elif method in ("wf-s", "wf"):
+        removed = smallest_mask(obs_scores(w, fisher), pruned_count(len(w), sparsity))
     else:
-        removed, search = cbs_select(w, fisher, sparsity, loss_of, tries, iterations, patience, seed=seed, show_progress=show_progress)
+        removed, search = cbs_select(
+            w, fisher, sparsity, loss_of, tries, iterations, patience, seed=seed, show_progress=show_progress
+        )
         report["search"] = search
-    t2 = time.perf_counter(); report["seconds"]["selection"] = t2 - t1
-    if method == "wf": w = woodfisher_update(w, removed, fisher, wf_scale)
-    elif method == "cbs": w = cbs_update(w, removed, fisher)
+    t2 = time.perf_counter()
+    report["seconds"]["selection"] = t2 - t1
+    if method == "wf":
+        w = woodfisher_update(w, removed, fisher, wf_scale)
+    elif method == "cbs":
+        w = cbs_update(w, removed, fisher)
     elif method == "obc":
         inputs, parts = layer_inputs(pruned, layers, x), []
         for (n, m), r in zip(layers.items(), removed.split(layer_sizes(layers))):
-            parts.append(obc_prune_layer(m.weight.detach(), inputs[n].reshape(-1, m.in_features), r.reshape(m.weight.shape).sum(1)))
+            parts.append(
+                obc_prune_layer(
+                    m.weight.detach(), inputs[n].reshape(-1, m.in_features), r.reshape(m.weight.shape).sum(1)
+                )
+            )
         w, removed = torch.cat([p[0].reshape(-1) for p in parts]), torch.cat([p[1].reshape(-1) for p in parts])
-    else: w = torch.where(removed, 0.0, w)
-    report["seconds"]["update"] = time.perf_counter() - t2; report["seconds"]["total"] = time.perf_counter() - t0
-    set_flat_weights(layers, w); apply_masks(pruned, removed)
+    else:
+        w = torch.where(removed, 0.0, w)
+    report["seconds"]["update"] = time.perf_counter() - t2
+    report["seconds"]["total"] = time.perf_counter() - t0
+    set_flat_weights(layers, w)
+    apply_masks(pruned, removed)
     report.update(removed=int(removed.sum()), measured=measured_sparsity(pruned))
-    if fisher is not None: report["predicted_loss_increase"] = quadratic_cost(w - w0, torch.ones_like(removed), fisher) / 2
+    if fisher is not None:
+        report["predicted_loss_increase"] = quadratic_cost(w - w0, torch.ones_like(removed), fisher) / 2
     return pruned, report

@@ -4,16 +4,17 @@
 
 # %% ../nbs/90_runner.ipynb #d13ad977
 from __future__ import annotations
-import ast, hashlib, io, json, os, shutil, sys, time, tokenize, traceback, uuid
+import ast, hashlib, io, json, os, shutil, sys, time, tokenize, uuid
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
-from .core import DEVICE_PATTERN, PROFILES, find_repo_root, read_results
+from .core import DEVICE_PATTERN, find_repo_root
+from .experiment import PROFILES, read_results
 
 # %% auto #0
 __all__ = ['TYPES', 'REQUIRED', 'UsageError', 'TemplateError', 'Parameter', 'parse_parameters', 'coerce', 'Experiment',
@@ -24,6 +25,7 @@ __all__ = ['TYPES', 'REQUIRED', 'UsageError', 'TemplateError', 'Parameter', 'par
 class UsageError(ValueError):
     "A bad experiment name, profile or parameter given by the user (the CLI exits with status 2)."
 
+
 class TemplateError(ValueError):
     "An experiment template that breaks the experiment contract."
 
@@ -31,52 +33,69 @@ class TemplateError(ValueError):
 TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 REQUIRED = ("profile", "device", "seed")
 
+
 @dataclass
 class Parameter:
     "One parameter of an experiment template."
+
     name: str
-    type: type # str, int, float or bool
-    default: Any # a literal, or None for "the profile's value"
+    type: type  # str, int, float or bool
+    default: Any  # a literal, or None for "the profile's value"
     help: str = ""
+
 
 def _comments(source: str) -> dict[int, str]:
     "Trailing comments of `source` by line number."
     out = {}
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT: out[tok.start[0]] = tok.string.lstrip("#").strip()
+        if tok.type == tokenize.COMMENT:
+            out[tok.start[0]] = tok.string.lstrip("#").strip()
     return out
 
-def parse_parameters(source: str, # the source of a parameters cell
-                     where: str = "template", # named in errors
-                    ) -> dict[str, Parameter]:
+
+def parse_parameters(
+    source: str,  # the source of a parameters cell
+    where: str = "template",  # named in errors
+) -> dict[str, Parameter]:
     "The typed parameters declared in a parameters cell."
-    try: tree = ast.parse(source)
-    except SyntaxError as e: raise TemplateError(f"{where}: parameters cell is not valid Python ({e.msg}, line {e.lineno})") from None
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        raise TemplateError(f"{where}: parameters cell is not valid Python ({e.msg}, line {e.lineno})") from None
     comments, params = _comments(source), {}
     for node in tree.body:
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None):
-            raise TemplateError(f"{where}: line {node.lineno} of the parameters cell is not 'name: type = value  # help'")
+            raise TemplateError(
+                f"{where}: line {node.lineno} of the parameters cell is not 'name: type = value  # help'"
+            )
         tname = ast.unparse(node.annotation)
-        if tname not in TYPES: raise TemplateError(f"{where}: parameter {node.target.id} has type {tname}; allowed: {', '.join(TYPES)}")
-        try: default = ast.literal_eval(node.value)
-        except ValueError: raise TemplateError(f"{where}: parameter {node.target.id} needs a literal default") from None
+        if tname not in TYPES:
+            raise TemplateError(f"{where}: parameter {node.target.id} has type {tname}; allowed: {', '.join(TYPES)}")
+        try:
+            default = ast.literal_eval(node.value)
+        except ValueError:
+            raise TemplateError(f"{where}: parameter {node.target.id} needs a literal default") from None
         params[node.target.id] = Parameter(node.target.id, TYPES[tname], default, comments.get(node.lineno, ""))
     return params
 
 # %% ../nbs/90_runner.ipynb #4662aaeb
-def coerce(param: Parameter, # the parameter
-           text: str, # the value as typed by the user
-           experiment: str = "", # named in the error
-          ) -> Any:
+def coerce(
+    param: Parameter,  # the parameter
+    text: str,  # the value as typed by the user
+    experiment: str = "",  # named in the error
+) -> Any:
     "The value `text` converted to `param`'s type, or a `UsageError`."
-    if text.lower() == "none" and param.default is None: return None
+    if text.lower() == "none" and param.default is None:
+        return None
     try:
         if param.type is bool:
             b = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
-            if b is None: raise ValueError(text)
+            if b is None:
+                raise ValueError(text)
             return b
         value = param.type(text)
-        if param.type is float and value != value: raise ValueError(text)
+        if param.type is float and value != value:
+            raise ValueError(text)
         return value
     except ValueError:
         of = f" of {experiment}" if experiment else ""
@@ -86,29 +105,37 @@ def coerce(param: Parameter, # the parameter
 @dataclass
 class Experiment:
     "An experiment template in `book/experiments/`."
+
     name: str
     path: Path
     description: str
-    expected: dict[str, str] # expected wall time per profile, e.g. {"smoke": "10 s"}
+    expected: dict[str, str]  # expected wall time per profile, e.g. {"smoke": "10 s"}
     parameters: dict[str, Parameter]
+
 
 def load_experiment(path: str | Path) -> Experiment:
     "Read the template at `path` and check it against the experiment contract."
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    if len(cells) != 1: raise TemplateError(f"{path.name}: needs exactly one cell tagged 'parameters', found {len(cells)}")
+    if len(cells) != 1:
+        raise TemplateError(f"{path.name}: needs exactly one cell tagged 'parameters', found {len(cells)}")
     params = parse_parameters(cells[0].source, path.name)
     missing = [p for p in REQUIRED if p not in params]
-    if missing: raise TemplateError(f"{path.name}: the parameters cell lacks {', '.join(missing)}")
+    if missing:
+        raise TemplateError(f"{path.name}: the parameters cell lacks {', '.join(missing)}")
     meta = nb.metadata.get("dlr", {})
-    if not meta.get("description"): raise TemplateError(f"{path.name}: notebook metadata lacks dlr.description")
+    if not meta.get("description"):
+        raise TemplateError(f"{path.name}: notebook metadata lacks dlr.description")
     return Experiment(path.stem, path, meta["description"], dict(meta.get("expected", {})), params)
 
-def discover(experiments_dir: str | Path, # the folder of templates
-            ) -> dict[str, Experiment]:
+
+def discover(
+    experiments_dir: str | Path,  # the folder of templates
+) -> dict[str, Experiment]:
     "All experiment templates in `experiments_dir`, by name."
-    if not Path(experiments_dir).is_dir(): raise UsageError(f"no experiments folder {experiments_dir} (is --root the repository root?)")
+    if not Path(experiments_dir).is_dir():
+        raise UsageError(f"no experiments folder {experiments_dir} (is --root the repository root?)")
     return {p.stem: load_experiment(p) for p in sorted(Path(experiments_dir).glob("*.ipynb"))}
 
 # %% ../nbs/90_runner.ipynb #65f238bf
@@ -118,28 +145,35 @@ def _split_override(text: str) -> tuple[str, str]:
         raise UsageError(f"malformed -p {text!r}: expected key=value, e.g. -p seed=1")
     return key.strip(), value.strip()
 
-def plan(experiments: dict[str, Experiment], # all experiments, from `discover`
-         names: list[str] | None = None, # the ones to run (default: all)
-         profile: str = "cpu", # smoke, cpu or paper
-         overrides: list[str] | None = None, # "key=value" strings
-         device: str | None = None, # overrides each template's device
-        ) -> dict[str, dict]:
+
+def plan(
+    experiments: dict[str, Experiment],  # all experiments, from `discover`
+    names: list[str] | None = None,  # the ones to run (default: all)
+    profile: str = "cpu",  # smoke, cpu or paper
+    overrides: list[str] | None = None,  # "key=value" strings
+    device: str | None = None,  # overrides each template's device
+) -> dict[str, dict]:
     "The parameters to pass to each selected experiment; raises `UsageError` on any bad input."
     names = list(names or experiments)
     unknown = [n for n in names if n not in experiments]
-    if unknown: raise UsageError(f"unknown experiment {unknown[0]!r} (allowed: {', '.join(experiments) or 'none found'})")
-    if profile not in PROFILES: raise UsageError(f"unknown profile {profile!r} (allowed: {', '.join(PROFILES)})")
+    if unknown:
+        raise UsageError(f"unknown experiment {unknown[0]!r} (allowed: {', '.join(experiments) or 'none found'})")
+    if profile not in PROFILES:
+        raise UsageError(f"unknown profile {profile!r} (allowed: {', '.join(PROFILES)})")
     if device is not None and not DEVICE_PATTERN.match(device):
         raise UsageError(f"unknown device {device!r} (allowed: auto, cpu, cuda, cuda:N, mps)")
     pairs = [_split_override(o) for o in overrides or []]
     out = {}
     for name in dict.fromkeys(names):
         exp, params = experiments[name], {"profile": profile}
-        if device is not None: params["device"] = device
+        if device is not None:
+            params["device"] = device
         for key, value in pairs:
-            if key in ("profile", "device"): raise UsageError(f"set {key} with --{key}, not -p")
+            if key in ("profile", "device"):
+                raise UsageError(f"set {key} with --{key}, not -p")
             if key not in exp.parameters:
-                raise UsageError(f"unknown parameter {key!r} for {name} (allowed: {', '.join(p for p in exp.parameters if p not in ('profile', 'device'))})")
+                allowed = ', '.join(p for p in exp.parameters if p not in ('profile', 'device'))
+                raise UsageError(f"unknown parameter {key!r} for {name} (allowed: {allowed})")
             params[key] = coerce(exp.parameters[key], value, name)
         out[name] = params
     return out
@@ -148,109 +182,158 @@ def plan(experiments: dict[str, Experiment], # all experiments, from `discover`
 def library_hash() -> str:
     "SHA-256 over the source files of the installed `dlr_nb` package."
     import dlr_nb
+
     h = hashlib.sha256()
     pkg = Path(dlr_nb.__file__).parent
     for p in sorted(pkg.rglob("*.py")):
-        h.update(p.relative_to(pkg).as_posix().encode()); h.update(p.read_bytes())
+        h.update(p.relative_to(pkg).as_posix().encode())
+        h.update(p.read_bytes())
     return h.hexdigest()
+
 
 def cache_key(exp: Experiment, params: dict, lib: str | None = None) -> str:
     "The cache key of running `exp` with `params` against library hash `lib`."
-    blob = json.dumps({"template": hashlib.sha256(exp.path.read_bytes()).hexdigest(), "parameters": params,
-                       "library": lib or library_hash()}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "template": hashlib.sha256(exp.path.read_bytes()).hexdigest(),
+            "parameters": params,
+            "library": lib or library_hash(),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
+
 
 def is_cached(exp: Experiment, params: dict, results: Path, lib: str | None = None) -> bool:
     "Whether `results` holds a complete, valid result of `exp` with exactly this key."
     key, files = results / f"{exp.name}.key", [results / f"{exp.name}.{s}" for s in ("json", "ipynb")]
-    if not (key.is_file() and all(f.is_file() for f in files)): return False
-    if key.read_text().strip() != cache_key(exp, params, lib): return False
-    try: read_results(files[0]); return True
-    except (ValueError, OSError): return False
+    if not (key.is_file() and all(f.is_file() for f in files)):
+        return False
+    if key.read_text().strip() != cache_key(exp, params, lib):
+        return False
+    try:
+        read_results(files[0])
+        return True
+    except (ValueError, OSError):
+        return False
 
 # %% ../nbs/90_runner.ipynb #fc94d465
 @dataclass
 class Outcome:
     "How one experiment of a run ended."
+
     name: str
-    status: str # ok, cached or failed
+    status: str  # ok, cached or failed
     seconds: float = 0.0
     error: str = ""
+
     @property
-    def cached(self) -> bool: return self.status == "cached"
+    def cached(self) -> bool:
+        return self.status == "cached"
+
 
 def _pid_alive(pid: int) -> bool:
-    try: os.kill(pid, 0); return True
-    except ProcessLookupError: return False
-    except PermissionError: return True
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
 
 def clean_stale_staging(work: Path) -> None:
     "Remove staging folders left behind by processes that no longer run."
     staging = work / "staging"
     for d in staging.glob("*-*-*") if staging.is_dir() else []:
-        try: pid = int(d.name.rsplit("-", 2)[1])
-        except ValueError: continue
-        if not _pid_alive(pid): shutil.rmtree(d, ignore_errors=True)
+        try:
+            pid = int(d.name.rsplit("-", 2)[1])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+
 
 def _move_into(stage: Path, results: Path, name: str) -> None:
     "Move a complete staged result into `results`: data, notebook, then JSON."
     results.mkdir(parents=True, exist_ok=True)
     if (stage / name).is_dir():
         old = results / f".{name}.old-{uuid.uuid4().hex[:8]}"
-        if (results / name).exists(): os.replace(results / name, old)
+        if (results / name).exists():
+            os.replace(results / name, old)
         os.replace(stage / name, results / name)
         shutil.rmtree(old, ignore_errors=True)
     os.replace(stage / f"{name}.ipynb", results / f"{name}.ipynb")
     os.replace(stage / f"{name}.json", results / f"{name}.json")
 
-def execute(exp: Experiment, # the template
-            params: dict, # its parameters
-            root: Path, # the repository root (for DLR_ROOT)
-            results: Path, # where complete results go
-            work: Path, # scratch folder for staging and failed runs
-            progress: bool = False, # papermill's progress bar
-            key: str | None = None, # cache key to store on success
-            threads: int | None = None, # CPU threads for the kernel's torch/BLAS (None: their default)
-           ) -> Outcome:
+
+def execute(
+    exp: Experiment,  # the template
+    params: dict,  # its parameters
+    root: Path,  # the repository root (for DLR_ROOT)
+    results: Path,  # where complete results go
+    work: Path,  # scratch folder for staging and failed runs
+    progress: bool = False,  # papermill's progress bar
+    key: str | None = None,  # cache key to store on success
+    threads: int | None = None,  # CPU threads for the kernel's torch/BLAS (None: their default)
+) -> Outcome:
     "Run one experiment with papermill; move its results into `results` only when complete."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+
     stage = work / "staging" / f"{exp.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     stage.mkdir(parents=True)
     env = dict(DLR_RESULTS_DIR=str(stage), DLR_ROOT=str(root))
-    if threads: env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(exp.path), str(stage / f"{exp.name}.ipynb"), parameters=params, progress_bar=progress,
-                            cwd=str(stage), kernel_name="python3", log_output=False,
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no kernel chatter on the terminal
+        pm.execute_notebook(
+            str(exp.path),
+            str(stage / f"{exp.name}.ipynb"),
+            parameters=params,
+            progress_bar=progress,
+            cwd=str(stage),
+            kernel_name="python3",
+            log_output=False,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        )  # no kernel chatter on the terminal
         if not (stage / f"{exp.name}.json").is_file():
             raise TemplateError(f"{exp.name} ran but wrote no results JSON (it must end with ExperimentRun.finish())")
         read_results(stage / f"{exp.name}.json")
         _move_into(stage, results, exp.name)
-        if key: (results / f"{exp.name}.key").write_text(key + "\n")
+        if key:
+            (results / f"{exp.name}.key").write_text(key + "\n")
         return Outcome(exp.name, "ok", time.perf_counter() - start)
     except Exception as e:  # keep going past any failure of one experiment
-        failed = work / "failed"; failed.mkdir(parents=True, exist_ok=True)
-        if (stage / f"{exp.name}.ipynb").is_file(): os.replace(stage / f"{exp.name}.ipynb", failed / f"{exp.name}.ipynb")
+        failed = work / "failed"
+        failed.mkdir(parents=True, exist_ok=True)
+        if (stage / f"{exp.name}.ipynb").is_file():
+            os.replace(stage / f"{exp.name}.ipynb", failed / f"{exp.name}.ipynb")
         msg = f"{e.ename}: {e.evalue}" if isinstance(e, PapermillExecutionError) else f"{type(e).__name__}: {e}"
-        return Outcome(exp.name, "failed", time.perf_counter() - start, msg.splitlines()[0] if msg else type(e).__name__)
+        return Outcome(
+            exp.name, "failed", time.perf_counter() - start, msg.splitlines()[0] if msg else type(e).__name__
+        )
     finally:
         for k, v in saved.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         shutil.rmtree(stage, ignore_errors=True)
 
 # %% ../nbs/90_runner.ipynb #5dc136ce
 @dataclass
 class Project:
     "The folders a run works with."
-    root: Path # repository root
-    experiments: Path = None # templates (default: root/book/experiments)
-    results: Path = None # complete results (default: root/book/results)
-    work: Path = None # staging and failed runs (default: root/book/.dlr)
+
+    root: Path  # repository root
+    experiments: Path = None  # templates (default: root/book/experiments)
+    results: Path = None  # complete results (default: root/book/results)
+    work: Path = None  # staging and failed runs (default: root/book/.dlr)
+
     def __post_init__(self):
         self.root = Path(self.root)
         self.experiments = Path(self.experiments or self.root / "book" / "experiments")
@@ -261,23 +344,31 @@ class Project:
     def find(cls, start: str | Path | None = None) -> "Project":
         "The project around `start` (or the working directory); a `UsageError` outside one."
         root = find_repo_root(start)
-        if root is None: raise UsageError("not inside a dlr-nb checkout (no settings.ini and book/ above here); cd into one or set DLR_ROOT")
+        if root is None:
+            raise UsageError(
+                "not inside a dlr-nb checkout (no settings.ini and book/ above here); cd into one or set DLR_ROOT"
+            )
         return cls(root)
 
-def _execute_job(args) -> Outcome: return execute(*args)
 
-def run_experiments(project: Project, # where templates and results live
-                    names: list[str] | None = None, # experiments to run (default: all)
-                    profile: str = "cpu", # smoke, cpu or paper
-                    overrides: list[str] | None = None, # "key=value" parameter overrides
-                    device: str | None = None, # device for every experiment
-                    force: bool = False, # ignore the cache
-                    jobs: int = 1, # parallel processes
-                    progress: bool | None = None, # papermill's bar (default: on a terminal with one job)
-                    log=print, # where progress lines go
-                   ) -> list[Outcome]:
+def _execute_job(args) -> Outcome:
+    return execute(*args)
+
+
+def run_experiments(
+    project: Project,  # where templates and results live
+    names: list[str] | None = None,  # experiments to run (default: all)
+    profile: str = "cpu",  # smoke, cpu or paper
+    overrides: list[str] | None = None,  # "key=value" parameter overrides
+    device: str | None = None,  # device for every experiment
+    force: bool = False,  # ignore the cache
+    jobs: int = 1,  # parallel processes
+    progress: bool | None = None,  # papermill's bar (default: on a terminal with one job)
+    log=print,  # where progress lines go
+) -> list[Outcome]:
     "Run the selected experiments, skipping unchanged ones; returns one `Outcome` per experiment."
-    if not isinstance(jobs, int) or jobs < 1: raise UsageError(f"--jobs must be a positive integer; got {jobs!r}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"--jobs must be a positive integer; got {jobs!r}")
     experiments = discover(project.experiments)
     todo = plan(experiments, names, profile, overrides, device)
     clean_stale_staging(project.work)
@@ -289,8 +380,21 @@ def run_experiments(project: Project, # where templates and results live
     for name, params in todo.items():
         exp = experiments[name]
         if not force and is_cached(exp, params, project.results, lib):
-            outcomes[name] = Outcome(name, "cached"); log(f"{name}: unchanged, cached")
-        else: pending.append((exp, params, project.root, project.results, project.work, progress, cache_key(exp, params, lib), threads))
+            outcomes[name] = Outcome(name, "cached")
+            log(f"{name}: unchanged, cached")
+        else:
+            pending.append(
+                (
+                    exp,
+                    params,
+                    project.root,
+                    project.results,
+                    project.work,
+                    progress,
+                    cache_key(exp, params, lib),
+                    threads,
+                )
+            )
     if jobs == 1 or len(pending) <= 1:
         for job in pending:
             log(f"{job[0].name}: running ({job[1]['profile']} profile)")
@@ -299,12 +403,16 @@ def run_experiments(project: Project, # where templates and results live
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             for o in pool.map(_execute_job, pending):
-                outcomes[o.name] = o; log(f"{o.name}: {o.status} in {o.seconds:.1f} s" + (f" — {o.error}" if o.error else ""))
+                outcomes[o.name] = o
+                log(f"{o.name}: {o.status} in {o.seconds:.1f} s" + (f" — {o.error}" if o.error else ""))
     return [outcomes[n] for n in todo]
+
 
 def summary(outcomes: list[Outcome]) -> str:
     "The outcomes as a plain-text table: name, status, seconds, cached."
-    rows = [("experiment", "status", "seconds", "cached")] + [(o.name, o.status, f"{o.seconds:.1f}", "yes" if o.cached else "no") for o in outcomes]
+    rows = [("experiment", "status", "seconds", "cached")] + [
+        (o.name, o.status, f"{o.seconds:.1f}", "yes" if o.cached else "no") for o in outcomes
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -1,4 +1,5 @@
 """Shared fixtures: the repository, the `dlr` command and throw-away projects built from fixture templates."""
+
 import json, os, shutil, subprocess, sys
 from pathlib import Path
 
@@ -13,18 +14,23 @@ def run_dlr(*args, root=None, timeout=300, **kw):
     "Run the installed `dlr` command; returns the CompletedProcess (text, captured)."
     cmd = [str(DLR), *(["--root", str(root)] if root else []), *map(str, args)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.pop("DLR_ROOT", None); env.pop("DLR_RESULTS_DIR", None)
+    env.pop("DLR_ROOT", None)
+    env.pop("DLR_RESULTS_DIR", None)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
 
 
 @pytest.fixture
 def project(tmp_path):
     "A minimal project: settings.ini, book/experiments with the fixture templates named by `use`."
+
     def make(*names):
         (tmp_path / "settings.ini").write_text("[DEFAULT]\nlib_name = dlr_nb\n")
-        exp = tmp_path / "book" / "experiments"; exp.mkdir(parents=True, exist_ok=True)
-        for n in names: shutil.copy(FIXTURES / f"{n}.ipynb", exp / f"{n}.ipynb")
+        exp = tmp_path / "book" / "experiments"
+        exp.mkdir(parents=True, exist_ok=True)
+        for n in names:
+            shutil.copy(FIXTURES / f"{n}.ipynb", exp / f"{n}.ipynb")
         return tmp_path
+
     return make
 
 

@@ -1,4 +1,5 @@
 """Bad command lines end in one line on stderr and exit status 2, before any kernel starts."""
+
 import pytest
 from conftest import run_dlr
 
@@ -8,24 +9,28 @@ def _one_line_error(proc, *words):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and lines[0].startswith("dlr: error:")
-    for w in words: assert w in lines[0], lines[0]
+    for w in words:
+        assert w in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("args, words", [
-    (["run", "nosuch"], ["unknown experiment 'nosuch'", "allowed: quick"]),
-    (["run", "quick", "--profile", "laptop"], ["unknown profile 'laptop'", "smoke, cpu, paper"]),
-    (["run", "quick", "-p", "steps=3"], ["unknown parameter 'steps' for quick", "allowed:", "scale"]),
-    (["run", "quick", "-p", "n=three"], ["parameter n of quick must be int; got 'three'"]),
-    (["run", "quick", "-p", "scale=fast"], ["parameter scale of quick must be float"]),
-    (["run", "quick", "-p", "flag=maybe"], ["parameter flag of quick must be bool"]),
-    (["run", "quick", "-p", "n"], ["malformed -p 'n'", "key=value"]),
-    (["run", "quick", "-p", "=3"], ["malformed -p '=3'"]),
-    (["run", "quick", "--device", "tpu"], ["unknown device 'tpu'"]),
-    (["run", "quick", "--jobs", "0"], ["--jobs must be a positive integer"]),
-    (["run", "quick", "--jobs", "two"], ["argument --jobs"]),
-    (["run", "quick", "-p", "profile=smoke"], ["set profile with --profile"]),
-    (["frobnicate"], ["invalid choice"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["run", "nosuch"], ["unknown experiment 'nosuch'", "allowed: quick"]),
+        (["run", "quick", "--profile", "laptop"], ["unknown profile 'laptop'", "smoke, cpu, paper"]),
+        (["run", "quick", "-p", "steps=3"], ["unknown parameter 'steps' for quick", "allowed:", "scale"]),
+        (["run", "quick", "-p", "n=three"], ["parameter n of quick must be int; got 'three'"]),
+        (["run", "quick", "-p", "scale=fast"], ["parameter scale of quick must be float"]),
+        (["run", "quick", "-p", "flag=maybe"], ["parameter flag of quick must be bool"]),
+        (["run", "quick", "-p", "n"], ["malformed -p 'n'", "key=value"]),
+        (["run", "quick", "-p", "=3"], ["malformed -p '=3'"]),
+        (["run", "quick", "--device", "tpu"], ["unknown device 'tpu'"]),
+        (["run", "quick", "--jobs", "0"], ["--jobs must be a positive integer"]),
+        (["run", "quick", "--jobs", "two"], ["argument --jobs"]),
+        (["run", "quick", "-p", "profile=smoke"], ["set profile with --profile"]),
+        (["frobnicate"], ["invalid choice"]),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(project, args, words):
     root = project("quick")
     proc = run_dlr(*args, root=root)

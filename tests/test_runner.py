@@ -1,9 +1,9 @@
 """The runner end to end: cache, --force, failures, parallel jobs, interruption, overrides."""
+
 import os, signal, subprocess, time
-from pathlib import Path
 
 from conftest import DLR, results_of, run_dlr
-from dlr_nb.core import read_results
+from dlr_nb.experiment import read_results
 
 
 def _summary(proc):
@@ -11,7 +11,8 @@ def _summary(proc):
     rows = {}
     for line in proc.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 4 and parts[1] in ("ok", "failed", "cached"): rows[parts[0]] = (parts[1], parts[3])
+        if len(parts) == 4 and parts[1] in ("ok", "failed", "cached"):
+            rows[parts[0]] = (parts[1], parts[3])
     return rows
 
 
@@ -61,23 +62,32 @@ def test_parallel_jobs(project):
     proc = run_dlr("run", "--jobs", "2", "--profile", "smoke", root=root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _summary(proc) == {"quick": ("ok", "no"), "quick2": ("ok", "no")}
-    for n in ("quick", "quick2"): read_results(root / "book" / "results" / f"{n}.json")
+    for n in ("quick", "quick2"):
+        read_results(root / "book" / "results" / f"{n}.json")
 
 
 def test_sigkill_leaves_no_partial_results(project):
     root = project("slow")
     env = {k: v for k, v in os.environ.items() if k not in ("DLR_ROOT", "DLR_RESULTS_DIR")}
-    proc = subprocess.Popen([str(DLR), "--root", str(root), "run", "slow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(DLR), "--root", str(root), "run", "slow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 90
         while not list((root / "book" / ".dlr" / "staging").glob("slow-*/started.flag")):
             assert time.time() < deadline and proc.poll() is None, "the slow experiment never started"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL); proc.wait(10)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
     finally:
-        try: os.killpg(proc.pid, signal.SIGKILL)  # the orphaned kernel too
-        except ProcessLookupError: pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the orphaned kernel too
+        except ProcessLookupError:
+            pass
     results = root / "book" / "results"
     assert not results.exists() or not [p for p in results.rglob("*")], list(results.rglob("*"))
     done = run_dlr("run", "slow", "-p", "seconds=0.1", root=root)
