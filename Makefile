@@ -35,7 +35,8 @@ test: nbtest
 # CI: the library must be what the notebooks export, the notebooks must carry no outputs or metadata noise,
 # and the library and tests must pass ruff (unused imports, undefined names, lines <= 120; see ruff.toml)
 check-clean: export
-	$(BIN)/ruff check dlr_nb tests
+	$(BIN)/ruff check dlr_nb tests nbs book/experiments
+	$(BIN)/ruff format --check nbs book/experiments tests
 	$(BIN)/nbdev_clean
 	@drift=$$(git status --porcelain -- dlr_nb nbs); if [ -n "$$drift" ]; then \
 	  echo "nbs/ and dlr_nb/ are out of sync or nbs/ carries outputs; run 'make export' and '.venv/bin/nbdev_clean', then commit:"; \
