@@ -12,15 +12,35 @@ import nbformat
 from .experiment import read_results
 
 # %% auto #0
-__all__ = ['LEDGER_COLUMNS', 'ledger_rows', 'format_value', 'ledger_markdown', 'ledger_text', 'write_if_changed', 'tidy_notebook',
-           'api_index', 'write_api_pages', 'prepare_book', 'build_book']
+__all__ = ['LEDGER_COLUMNS', 'load_results', 'ledger_rows', 'format_value', 'ledger_markdown', 'ledger_text', 'write_if_changed',
+           'tidy_notebook', 'api_index', 'write_api_pages', 'prepare_book', 'build_book']
 
 # %% ../nbs/91_book.ipynb #36fd099c
-def ledger_rows(results: str | Path) -> list[dict]:
-    "One row per claim of every results JSON in `results`, sorted by experiment and claim id."
-    rows = []
+def load_results(
+    results: str | Path,  # the results folder
+) -> tuple[list[dict], list[str]]:
+    "Every valid results JSON in `results`, and one line for each file that is unreadable or invalid (skipped)."
+    good, problems = [], []
     for path in sorted(Path(results).glob("*.json")):
-        res = read_results(path)
+        try:
+            good.append(read_results(path))
+        except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+            problems.append(f"skipped {path}: {str(e).splitlines()[0]}")
+    return good, problems
+
+
+def ledger_rows(
+    results: str | Path,  # the results folder
+    problems: list | None = None,  # if given, invalid files are skipped and described here; else they raise
+) -> list[dict]:
+    "One row per claim of every results JSON in `results`, sorted by experiment and claim id."
+    good, found = load_results(results)
+    if found and problems is None:
+        raise ValueError(found[0])
+    if problems is not None:
+        problems.extend(found)
+    rows = []
+    for res in good:
         for c in res["claims"]:
             rows.append({**c, "experiment": res["experiment"], "profile": res["profile"]})
     return sorted(rows, key=lambda r: (r["experiment"], r["id"]))
@@ -182,22 +202,27 @@ def write_api_pages(
     return [dest / "index.md", *pages]
 
 # %% ../nbs/91_book.ipynb #078db5a1
-def prepare_book(root: str | Path) -> None:
-    "Write the generated pages of the book under `root/book`."
+def prepare_book(root: str | Path) -> list[str]:
+    "Write the generated pages of the book under `root/book`; returns a line per results file that was skipped."
     root = Path(root)
     book = root / "book"
     (book / "results").mkdir(parents=True, exist_ok=True)
-    write_if_changed(book / "results" / "ledger_table.md", ledger_markdown(ledger_rows(book / "results")))
+    problems = []
+    write_if_changed(book / "results" / "ledger_table.md", ledger_markdown(ledger_rows(book / "results", problems)))
     write_api_pages(root / "nbs", book / "api")
+    return problems
 
 
 def build_book(
     root: str | Path,  # the repository root
     warnings_as_errors: bool = True,  # fail on any Sphinx warning
+    problems: list | None = None,  # receives a line per results file skipped as invalid
 ) -> Path:
     "Prepare and build the HTML book into `root/book/_build/html`; return the path of its index page."
     root = Path(root)
-    prepare_book(root)
+    skipped = prepare_book(root)
+    if problems is not None:
+        problems.extend(skipped)
     cmd = [
         sys.executable,
         "-c",

@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse, sys
 
 from .experiment import PROFILES
-from .runner import Project, UsageError, TemplateError, discover, run_experiments, summary
+from .parameters import TemplateError, UsageError
+from .runner import Project, discover, run_experiments, summary
 
 # %% auto #0
 __all__ = ['make_parser', 'main']
@@ -30,6 +31,12 @@ def make_parser() -> argparse.ArgumentParser:
         q.add_argument("--profile", default="cpu", help=f"sizes of the run: {', '.join(PROFILES)} (default: cpu)")
         q.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: each template's, auto)")
         q.add_argument("--jobs", type=int, default=1, help="experiments run in parallel processes (default: 1)")
+        q.add_argument(
+            "--timeout",
+            type=float,
+            metavar="SECONDS",
+            help="stop an experiment that runs longer (default: its limit in `dlr list`: 10x the expected time)",
+        )
     r.add_argument(
         "-p",
         dest="overrides",
@@ -43,10 +50,15 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/92_cli.ipynb #9ec9ff7d
+def _expected(e, profile: str) -> str:
+    "Expected time and, in parentheses, the default time limit."
+    return f"{e.expected.get(profile, '?')} (≤ {e.default_timeout(profile) / 60:g} min)"
+
+
 def _list(project: Project) -> int:
     exps = discover(project.experiments)
-    rows = [("experiment", "description", *PROFILES)] + [
-        (e.name, e.description, *(e.expected.get(p, "?") for p in PROFILES)) for e in exps.values()
+    rows = [("experiment", "description", *(f"{p} (limit)" for p in PROFILES))] + [
+        (e.name, e.description, *(_expected(e, p) for p in PROFILES)) for e in exps.values()
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -55,27 +67,36 @@ def _list(project: Project) -> int:
 
 
 def _run(project: Project, a) -> int:
-    outcomes = run_experiments(project, a.names, a.profile, a.overrides, a.device, a.force, a.jobs)
+    outcomes = run_experiments(project, a.names, a.profile, a.overrides, a.device, a.force, a.jobs, timeout=a.timeout)
     print(summary(outcomes))
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    return 1 if any(o.failed for o in outcomes) else 0
+
+
+def _report(problems: list[str]) -> int:
+    "Print each skipped results file on one line; the exit status (1 if any)."
+    for line in problems:
+        print(f"dlr: {line}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _book(project: Project, a) -> int:
     from dlr_nb.book import build_book
 
-    outcomes = run_experiments(project, None, a.profile, [], a.device, False, a.jobs)
+    outcomes = run_experiments(project, None, a.profile, [], a.device, False, a.jobs, timeout=a.timeout)
     print(summary(outcomes))
-    if any(o.status == "failed" for o in outcomes):
+    if any(o.failed for o in outcomes):
         return 1
-    print(f"book: {build_book(project.root)}")
-    return 0
+    problems = []
+    print(f"book: {build_book(project.root, problems=problems)}")
+    return _report(problems)
 
 
 def _ledger(project: Project) -> int:
     from dlr_nb.book import ledger_rows, ledger_text
 
-    print(ledger_text(ledger_rows(project.results)))
-    return 0
+    problems = []
+    print(ledger_text(ledger_rows(project.results, problems)))
+    return _report(problems)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,4 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except RuntimeError as e:
         print(f"dlr: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a read-only or full folder, a missing file
+        where = e.filename or "a file"
+        print(f"dlr: cannot use {where}: {e.strerror or e}", file=sys.stderr)
         return 1

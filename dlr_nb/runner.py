@@ -4,7 +4,14 @@
 
 # %% ../nbs/90_runner.ipynb #d13ad977
 from __future__ import annotations
-import ast, hashlib, io, json, os, shutil, sys, time, tokenize, uuid
+import hashlib
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -13,95 +20,39 @@ from typing import Any
 
 import nbformat
 
-from .core import DEVICE_PATTERN, find_repo_root
+from .core import DEVICE_PATTERN, atomic_write_text, find_repo_root
 from .experiment import PROFILES, read_results
+from dlr_nb.parameters import (
+    BUILTIN,
+    REQUIRED,
+    Parameter,
+    TemplateError,
+    UsageError,
+    coerce,
+    parse_parameters,
+    profile_table,
+)
 
 # %% auto #0
-__all__ = ['TYPES', 'REQUIRED', 'UsageError', 'TemplateError', 'Parameter', 'parse_parameters', 'coerce', 'Experiment',
-           'load_experiment', 'discover', 'plan', 'library_hash', 'cache_key', 'is_cached', 'Outcome',
-           'clean_stale_staging', 'execute', 'Project', 'run_experiments', 'summary']
-
-# %% ../nbs/90_runner.ipynb #d2beb643
-class UsageError(ValueError):
-    "A bad experiment name, profile or parameter given by the user (the CLI exits with status 2)."
-
-
-class TemplateError(ValueError):
-    "An experiment template that breaks the experiment contract."
-
-# %% ../nbs/90_runner.ipynb #aaa4447f
-TYPES = {"str": str, "int": int, "float": float, "bool": bool}
-REQUIRED = ("profile", "device", "seed")
-
-
-@dataclass
-class Parameter:
-    "One parameter of an experiment template."
-
-    name: str
-    type: type  # str, int, float or bool
-    default: Any  # a literal, or None for "the profile's value"
-    help: str = ""
-
-
-def _comments(source: str) -> dict[int, str]:
-    "Trailing comments of `source` by line number."
-    out = {}
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            out[tok.start[0]] = tok.string.lstrip("#").strip()
-    return out
-
-
-def parse_parameters(
-    source: str,  # the source of a parameters cell
-    where: str = "template",  # named in errors
-) -> dict[str, Parameter]:
-    "The typed parameters declared in a parameters cell."
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as e:
-        raise TemplateError(f"{where}: parameters cell is not valid Python ({e.msg}, line {e.lineno})") from None
-    comments, params = _comments(source), {}
-    for node in tree.body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None):
-            raise TemplateError(
-                f"{where}: line {node.lineno} of the parameters cell is not 'name: type = value  # help'"
-            )
-        tname = ast.unparse(node.annotation)
-        if tname not in TYPES:
-            raise TemplateError(f"{where}: parameter {node.target.id} has type {tname}; allowed: {', '.join(TYPES)}")
-        try:
-            default = ast.literal_eval(node.value)
-        except ValueError:
-            raise TemplateError(f"{where}: parameter {node.target.id} needs a literal default") from None
-        params[node.target.id] = Parameter(node.target.id, TYPES[tname], default, comments.get(node.lineno, ""))
-    return params
-
-# %% ../nbs/90_runner.ipynb #4662aaeb
-def coerce(
-    param: Parameter,  # the parameter
-    text: str,  # the value as typed by the user
-    experiment: str = "",  # named in the error
-) -> Any:
-    "The value `text` converted to `param`'s type, or a `UsageError`."
-    if text.lower() == "none" and param.default is None:
-        return None
-    try:
-        if param.type is bool:
-            b = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
-            if b is None:
-                raise ValueError(text)
-            return b
-        value = param.type(text)
-        if param.type is float and value != value:
-            raise ValueError(text)
-        return value
-    except ValueError:
-        of = f" of {experiment}" if experiment else ""
-        raise UsageError(f"parameter {param.name}{of} must be {param.type.__name__}; got {text!r}") from None
+__all__ = ['PUBLISH_STEPS', 'parse_duration', 'Experiment', 'load_experiment', 'discover', 'check_device', 'plan', 'library_hash',
+           'cache_key', 'result_files', 'manifest_path', 'write_manifest', 'consistent_result', 'is_cached', 'Outcome',
+           'clean_stale_staging', 'publish', 'execute', 'Project', 'run_experiments', 'summary']
 
 # %% ../nbs/90_runner.ipynb #0501f448
+_UNITS = {"s": 1, "min": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float | None:
+    "Seconds in an expected time such as '10 s', '1.5 min' or '1 h (GPU)'; None if it has none."
+    parts = str(text).split()
+    if len(parts) < 2 or parts[1] not in _UNITS:
+        return None
+    try:
+        return float(parts[0]) * _UNITS[parts[1]]
+    except ValueError:
+        return None
+
+
 @dataclass
 class Experiment:
     "An experiment template in `book/experiments/`."
@@ -111,6 +62,24 @@ class Experiment:
     description: str
     expected: dict[str, str]  # expected wall time per profile, e.g. {"smoke": "10 s"}
     parameters: dict[str, Parameter]
+    profiles: dict[str, dict] | None = None  # the sizes of each profile (from `profile_table`)
+
+    def default_timeout(self, profile: str) -> float:
+        "A generous time limit: ten times the expected time, at least 10 min (2 h where none is stated)."
+        expected = parse_duration(self.expected.get(profile, ""))
+        return 7200.0 if expected is None else max(600.0, 10 * expected)
+
+
+def _check_profiles(path: Path, params: dict[str, Parameter], table: dict[str, dict]) -> None:
+    "Every value of the profile table must be a parameter left None and allowed by its constraint."
+    for profile, values in table.items():
+        for key, value in values.items():
+            if key not in params:
+                raise TemplateError(f"{path.name}: the {profile} profile sets {key}, which is not a parameter")
+            try:
+                params[key].check(value)
+            except UsageError as e:
+                raise TemplateError(f"{path.name}, {profile} profile: {e}") from None
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -127,7 +96,10 @@ def load_experiment(path: str | Path) -> Experiment:
     meta = nb.metadata.get("dlr", {})
     if not meta.get("description"):
         raise TemplateError(f"{path.name}: notebook metadata lacks dlr.description")
-    return Experiment(path.stem, path, meta["description"], dict(meta.get("expected", {})), params)
+    table = profile_table(nb)
+    if table is not None:
+        _check_profiles(path, params, table)
+    return Experiment(path.stem, path, meta["description"], dict(meta.get("expected", {})), params, table)
 
 
 def discover(
@@ -146,6 +118,34 @@ def _split_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def check_device(device: str) -> str:
+    "`device` if it is well formed and present on this machine, else a `UsageError`."
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
+        raise UsageError(f"unknown device {device!r} (allowed: auto, cpu, cuda, cuda:N, mps)")
+    import torch
+
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            raise UsageError(f"device {device!r} is not available here ({count} CUDA devices); use auto or cpu")
+    if device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UsageError("device 'mps' is not available here; use auto or cpu")
+    return device
+
+
+def _check_values(exp: Experiment, params: dict, profile: str) -> None:
+    "Check each parameter's value for this run: the override, else the template's default, else the profile's."
+    sizes = (exp.profiles or {}).get(profile, {})
+    for key, param in exp.parameters.items():
+        if key in BUILTIN:
+            continue
+        value = params.get(key, param.default)
+        if key not in params and value is None and key in sizes:
+            value = sizes[key]
+        param.check(value, exp.name)
+
+
 def plan(
     experiments: dict[str, Experiment],  # all experiments, from `discover`
     names: list[str] | None = None,  # the ones to run (default: all)
@@ -160,8 +160,8 @@ def plan(
         raise UsageError(f"unknown experiment {unknown[0]!r} (allowed: {', '.join(experiments) or 'none found'})")
     if profile not in PROFILES:
         raise UsageError(f"unknown profile {profile!r} (allowed: {', '.join(PROFILES)})")
-    if device is not None and not DEVICE_PATTERN.match(device):
-        raise UsageError(f"unknown device {device!r} (allowed: auto, cpu, cuda, cuda:N, mps)")
+    if device is not None:
+        check_device(device)
     pairs = [_split_override(o) for o in overrides or []]
     out = {}
     for name in dict.fromkeys(names):
@@ -169,12 +169,13 @@ def plan(
         if device is not None:
             params["device"] = device
         for key, value in pairs:
-            if key in ("profile", "device"):
+            if key in BUILTIN:
                 raise UsageError(f"set {key} with --{key}, not -p")
             if key not in exp.parameters:
-                allowed = ', '.join(p for p in exp.parameters if p not in ('profile', 'device'))
+                allowed = ", ".join(p for p in exp.parameters if p not in BUILTIN)
                 raise UsageError(f"unknown parameter {key!r} for {name} (allowed: {allowed})")
             params[key] = coerce(exp.parameters[key], value, name)
+        _check_values(exp, params, profile)
         out[name] = params
     return out
 
@@ -193,26 +194,53 @@ def library_hash() -> str:
 
 def cache_key(exp: Experiment, params: dict, lib: str | None = None) -> str:
     "The cache key of running `exp` with `params` against library hash `lib`."
-    blob = json.dumps(
-        {
-            "template": hashlib.sha256(exp.path.read_bytes()).hexdigest(),
-            "parameters": params,
-            "library": lib or library_hash(),
-        },
-        sort_keys=True,
-    )
+    template = hashlib.sha256(exp.path.read_bytes()).hexdigest()
+    blob = json.dumps({"template": template, "parameters": params, "library": lib or library_hash()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+# %% ../nbs/90_runner.ipynb #e8462572
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def result_files(results: Path, name: str) -> list[Path]:
+    "The files of one published result: notebook, JSON and everything in its data folder."
+    data = sorted(p for p in (results / name).rglob("*") if p.is_file()) if (results / name).is_dir() else []
+    return [results / f"{name}.ipynb", results / f"{name}.json", *data]
+
+
+def manifest_path(results: Path, name: str) -> Path:
+    return results / f"{name}.manifest.json"
+
+
+def write_manifest(results: Path, name: str, key: str) -> Path:
+    "Bind the published files of `name` to `key` by their hashes (written last, atomically)."
+    files = {p.relative_to(results).as_posix(): _sha256(p) for p in result_files(results, name)}
+    return atomic_write_text(manifest_path(results, name), json.dumps({"key": key, "files": files}, indent=1))
+
+
+def consistent_result(results: Path, name: str) -> dict | None:
+    "The manifest of `name` if every file it lists is present and unchanged and none is extra; else None."
+    try:
+        manifest = json.loads(manifest_path(results, name).read_text())
+        listed = manifest["files"]
+        present = {p.relative_to(results).as_posix() for p in result_files(results, name) if p.exists()}
+        if set(listed) != present:
+            return None
+        if any(_sha256(results / rel) != digest for rel, digest in listed.items()):
+            return None
+        return manifest
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def is_cached(exp: Experiment, params: dict, results: Path, lib: str | None = None) -> bool:
-    "Whether `results` holds a complete, valid result of `exp` with exactly this key."
-    key, files = results / f"{exp.name}.key", [results / f"{exp.name}.{s}" for s in ("json", "ipynb")]
-    if not (key.is_file() and all(f.is_file() for f in files)):
-        return False
-    if key.read_text().strip() != cache_key(exp, params, lib):
+    "Whether `results` holds a complete, consistent, valid result of `exp` with exactly this key."
+    manifest = consistent_result(results, exp.name)
+    if manifest is None or manifest.get("key") != cache_key(exp, params, lib):
         return False
     try:
-        read_results(files[0])
+        read_results(results / f"{exp.name}.json")
         return True
     except (ValueError, OSError):
         return False
@@ -223,13 +251,17 @@ class Outcome:
     "How one experiment of a run ended."
 
     name: str
-    status: str  # ok, cached or failed
+    status: str  # ok, cached, failed or timeout
     seconds: float = 0.0
     error: str = ""
 
     @property
     def cached(self) -> bool:
         return self.status == "cached"
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("failed", "timeout")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -253,20 +285,80 @@ def clean_stale_staging(work: Path) -> None:
         if not _pid_alive(pid):
             shutil.rmtree(d, ignore_errors=True)
 
+# %% ../nbs/90_runner.ipynb #bab2b9fb
+PUBLISH_STEPS = ("invalidate", "data", "notebook", "json", "manifest")
 
-def _move_into(stage: Path, results: Path, name: str) -> None:
-    "Move a complete staged result into `results`: data, notebook, then JSON."
+
+def _reached(step: str) -> None:
+    "Test hook: `DLR_CRASH_AT=<step>` kills the process right after `step` of publishing (like a `kill -9`)."
+    if os.environ.get("DLR_CRASH_AT") == step:
+        os._exit(137)
+
+
+def publish(stage: Path, results: Path, name: str, key: str) -> None:
+    "Move a complete staged result into `results` as one unit, bound by a manifest written last."
     results.mkdir(parents=True, exist_ok=True)
+    manifest_path(results, name).unlink(missing_ok=True)
+    (results / f"{name}.key").unlink(missing_ok=True)  # the cache file of earlier versions
+    _reached("invalidate")
+    old = results / f".{name}.old-{uuid.uuid4().hex[:8]}"
+    if (results / name).exists():
+        os.replace(results / name, old)
     if (stage / name).is_dir():
-        old = results / f".{name}.old-{uuid.uuid4().hex[:8]}"
-        if (results / name).exists():
-            os.replace(results / name, old)
         os.replace(stage / name, results / name)
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    _reached("data")
     os.replace(stage / f"{name}.ipynb", results / f"{name}.ipynb")
+    _reached("notebook")
     os.replace(stage / f"{name}.json", results / f"{name}.json")
+    _reached("json")
+    write_manifest(results, name, key)
+    _reached("manifest")
+
+# %% ../nbs/90_runner.ipynb #6d68b3dc
+def _stop_kernels() -> None:
+    "Kill the Jupyter kernels started by this process (and their children)."
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if any("ipykernel" in part for part in child.cmdline()):
+                for grandchild in child.children(recursive=True):
+                    grandchild.kill()
+                child.kill()
+        except psutil.Error:
+            pass
 
 
+def _papermill(exp: Experiment, params: dict, stage: Path, progress: bool) -> None:
+    import papermill as pm
+
+    pm.execute_notebook(
+        str(exp.path),
+        str(stage / f"{exp.name}.ipynb"),
+        parameters=params,
+        progress_bar=progress,
+        cwd=str(stage),
+        kernel_name="python3",
+        log_output=False,
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel chatter on the terminal
+    )
+
+
+def _error_line(e: Exception) -> str:
+    from papermill.exceptions import PapermillExecutionError
+
+    msg = f"{e.ename}: {e.evalue}" if isinstance(e, PapermillExecutionError) else f"{type(e).__name__}: {e}"
+    return msg.splitlines()[0] if msg else type(e).__name__
+
+
+def _keep_failed(stage: Path, work: Path, name: str) -> None:
+    failed = work / "failed"
+    failed.mkdir(parents=True, exist_ok=True)
+    if (stage / f"{name}.ipynb").is_file():
+        os.replace(stage / f"{name}.ipynb", failed / f"{name}.ipynb")
+
+# %% ../nbs/90_runner.ipynb #c5254e62
 def execute(
     exp: Experiment,  # the template
     params: dict,  # its parameters
@@ -274,13 +366,11 @@ def execute(
     results: Path,  # where complete results go
     work: Path,  # scratch folder for staging and failed runs
     progress: bool = False,  # papermill's progress bar
-    key: str | None = None,  # cache key to store on success
+    key: str = "",  # cache key stored in the manifest
     threads: int | None = None,  # CPU threads for the kernel's torch/BLAS (None: their default)
+    timeout: float | None = None,  # seconds before the kernel is stopped (None: no limit)
 ) -> Outcome:
-    "Run one experiment with papermill; move its results into `results` only when complete."
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
+    "Run one experiment with papermill; publish its results into `results` only when complete."
     stage = work / "staging" / f"{exp.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     stage.mkdir(parents=True)
     env = dict(DLR_RESULTS_DIR=str(stage), DLR_ROOT=str(root))
@@ -288,34 +378,28 @@ def execute(
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    timed_out = threading.Event()
+    watchdog = threading.Timer(timeout or 0, lambda: (timed_out.set(), _stop_kernels()))
     start = time.perf_counter()
     try:
-        pm.execute_notebook(
-            str(exp.path),
-            str(stage / f"{exp.name}.ipynb"),
-            parameters=params,
-            progress_bar=progress,
-            cwd=str(stage),
-            kernel_name="python3",
-            log_output=False,
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )  # no kernel chatter on the terminal
+        if timeout:
+            watchdog.start()
+        _papermill(exp, params, stage, progress)
         if not (stage / f"{exp.name}.json").is_file():
             raise TemplateError(f"{exp.name} ran but wrote no results JSON (it must end with ExperimentRun.finish())")
         read_results(stage / f"{exp.name}.json")
-        _move_into(stage, results, exp.name)
-        if key:
-            (results / f"{exp.name}.key").write_text(key + "\n")
+        watchdog.cancel()
+        if timed_out.is_set():
+            raise TimeoutError
+        publish(stage, results, exp.name, key)
         return Outcome(exp.name, "ok", time.perf_counter() - start)
     except Exception as e:  # keep going past any failure of one experiment
-        failed = work / "failed"
-        failed.mkdir(parents=True, exist_ok=True)
-        if (stage / f"{exp.name}.ipynb").is_file():
-            os.replace(stage / f"{exp.name}.ipynb", failed / f"{exp.name}.ipynb")
-        msg = f"{e.ename}: {e.evalue}" if isinstance(e, PapermillExecutionError) else f"{type(e).__name__}: {e}"
-        return Outcome(
-            exp.name, "failed", time.perf_counter() - start, msg.splitlines()[0] if msg else type(e).__name__
-        )
+        watchdog.cancel()
+        _keep_failed(stage, work, exp.name)
+        seconds = time.perf_counter() - start
+        if timed_out.is_set():
+            return Outcome(exp.name, "timeout", seconds, f"stopped after {timeout:g} s (set --timeout to allow more)")
+        return Outcome(exp.name, "failed", seconds, _error_line(e))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -365,10 +449,13 @@ def run_experiments(
     jobs: int = 1,  # parallel processes
     progress: bool | None = None,  # papermill's bar (default: on a terminal with one job)
     log=print,  # where progress lines go
+    timeout: float | None = None,  # seconds per experiment (default: each template's `default_timeout`)
 ) -> list[Outcome]:
     "Run the selected experiments, skipping unchanged ones; returns one `Outcome` per experiment."
     if not isinstance(jobs, int) or jobs < 1:
         raise UsageError(f"--jobs must be a positive integer; got {jobs!r}")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+        raise UsageError(f"--timeout must be a positive number of seconds; got {timeout!r}")
     experiments = discover(project.experiments)
     todo = plan(experiments, names, profile, overrides, device)
     clean_stale_staging(project.work)
@@ -383,18 +470,9 @@ def run_experiments(
             outcomes[name] = Outcome(name, "cached")
             log(f"{name}: unchanged, cached")
         else:
-            pending.append(
-                (
-                    exp,
-                    params,
-                    project.root,
-                    project.results,
-                    project.work,
-                    progress,
-                    cache_key(exp, params, lib),
-                    threads,
-                )
-            )
+            limit = timeout or exp.default_timeout(profile)
+            key = cache_key(exp, params, lib)
+            pending.append((exp, params, project.root, project.results, project.work, progress, key, threads, limit))
     if jobs == 1 or len(pending) <= 1:
         for job in pending:
             log(f"{job[0].name}: running ({job[1]['profile']} profile)")
@@ -416,6 +494,5 @@ def summary(outcomes: list[Outcome]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    failed = [o for o in outcomes if o.status == "failed"]
-    lines += [f"FAILED {o.name}: {o.error}" for o in failed]
+    lines += [f"{o.status.upper()} {o.name}: {o.error}" for o in outcomes if o.failed]
     return "\n".join(lines)
