@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import check_choice, check_range, check_type, DivergenceError, progress
+from .core import check_choice, check_loss, check_range, check_type, progress
 
 # %% auto #0
 __all__ = ['LOSSES', 'check_features', 'class_statistics', 'equinorm', 'equiangularity', 'collapse_metrics', 'class_separation',
-           'fit_log_linear', 'weight_matrices', 'norm_product', 'numerical_rank', 'stable_rank', 'ReLUNet',
-           'NormalizedNet', 'ConvNet1D', 'classification_loss', 'log_schedule', 'train_classifier']
+           'weight_matrices', 'norm_product', 'ReLUNet', 'NormalizedNet', 'ConvNet1D', 'classification_loss',
+           'log_schedule', 'train_classifier']
 
 # %% ../nbs/50_collapse.ipynb #085ad2c5
 def check_features(
@@ -41,7 +41,11 @@ def check_features(
     return C
 
 # %% ../nbs/50_collapse.ipynb #a415b849
-def class_statistics(H: torch.Tensor, y: torch.Tensor, num_classes: int | None = None) -> dict:
+def class_statistics(
+    H: torch.Tensor,  # N × p features
+    y: torch.Tensor,  # N labels in 0..C-1
+    num_classes: int | None = None,  # C (default: max label + 1)
+) -> dict:
     "Class means (C × p), global mean, centred means M̃ (p × C), Σ_W and Σ_B of features H with labels y."
     C = check_features(H, y, num_classes)
     y = y.long()
@@ -50,16 +54,27 @@ def class_statistics(H: torch.Tensor, y: torch.Tensor, num_classes: int | None =
     mu_G = H.mean(0)
     M = (means - mu_G).T
     R = H - means[y]
-    return {"means": means, "global_mean": mu_G, "M": M, "Sigma_W": R.T @ R / len(H), "Sigma_B": M @ M.T / C, "C": C}
+    return {
+        "means": means,
+        "global_mean": mu_G,
+        "M": M,
+        "Sigma_W": R.T @ R / len(H),
+        "Sigma_B": M @ M.T / C,
+        "C": C,
+    }
 
 # %% ../nbs/50_collapse.ipynb #323a15b8
-def equinorm(vectors: torch.Tensor) -> float:
+def equinorm(
+    vectors: torch.Tensor,  # p × C, one vector per column
+) -> float:
     "std/mean of the norms of the columns of `vectors` (0 when all norms are equal)."
     n = torch.linalg.norm(vectors, dim=0)
     return float(n.std(unbiased=False) / n.mean())
 
 
-def equiangularity(vectors: torch.Tensor) -> float:
+def equiangularity(
+    vectors: torch.Tensor,  # p × C, one vector per column (C ≥ 2)
+) -> float:
     "Mean over pairs c ≠ c' of |cos(v_c, v_c') + 1/(C−1)| for the columns of `vectors` (0 for a simplex ETF)."
     C = vectors.shape[1]
     U = vectors / torch.linalg.norm(vectors, dim=0, keepdim=True)
@@ -73,7 +88,7 @@ def collapse_metrics(
     y: torch.Tensor,  # N labels
     W: torch.Tensor | None = None,  # C × p classifier weights (for NC2-W, NC3, NC4)
     b: torch.Tensor | None = None,  # C classifier biases
-    num_classes: int | None = None,
+    num_classes: int | None = None,  # C (default: max label + 1)
 ) -> dict:
     "NC1, NC2 (equinorm and equiangularity of means and classifier rows), NC3 and NC4."
     H = H.detach()
@@ -97,23 +112,19 @@ def collapse_metrics(
     return out
 
 # %% ../nbs/50_collapse.ipynb #23c6a40f
-def class_separation(H: torch.Tensor, y: torch.Tensor, num_classes: int | None = None) -> float:
+def class_separation(
+    H: torch.Tensor,  # N × p features of one layer
+    y: torch.Tensor,  # N labels in 0..C-1
+    num_classes: int | None = None,  # C (default: max label + 1)
+) -> float:
     "D = Tr(Σ_W) / Tr(Σ_B) of features H with labels y."
     st = class_statistics(H.detach(), y, num_classes)
     return float(torch.trace(st["Sigma_W"]) / torch.trace(st["Sigma_B"]))
 
-
-def fit_log_linear(values: Sequence[float]) -> dict:
-    "Least-squares fit log10(values[l]) ≈ a + b·l: slope b, intercept a and R²."
-    v = np.log10(np.asarray(values, dtype=float))
-    l = np.arange(len(v))
-    b, a = np.polyfit(l, v, 1)
-    resid = v - (a + b * l)
-    total = ((v - v.mean()) ** 2).sum()
-    return {"slope": float(b), "intercept": float(a), "r2": float(1 - (resid**2).sum() / total) if total > 0 else 1.0}
-
 # %% ../nbs/50_collapse.ipynb #d9b67794
-def weight_matrices(model: nn.Module) -> list[torch.Tensor]:
+def weight_matrices(
+    model: nn.Module,  # a network of linear or 1-D convolution layers (or with `effective_weights`)
+) -> list[torch.Tensor]:
     "The effective weight matrices of a network's linear (or 1-D convolution, flattened) layers, input first."
     if hasattr(model, "effective_weights"):
         return model.effective_weights()
@@ -124,25 +135,23 @@ def weight_matrices(model: nn.Module) -> list[torch.Tensor]:
     ]
 
 
-def norm_product(model: nn.Module) -> dict:
+def norm_product(
+    model: nn.Module,  # as for `weight_matrices`
+) -> dict:
     "Per-layer Frobenius norms ρ_k and their product ρ."
     norms = [float(torch.linalg.norm(W)) for W in weight_matrices(model)]
     return {"rho_k": norms, "rho": float(np.prod(norms))}
 
-
-def numerical_rank(W: torch.Tensor, rel_tol: float = 1e-3) -> int:
-    "The number of singular values of W above rel_tol × the largest."
-    s = torch.linalg.svdvals(W.detach())
-    return int((s > rel_tol * s[0]).sum())
-
-
-def stable_rank(W: torch.Tensor) -> float:
-    "‖W‖_F² / ‖W‖_2²."
-    s = torch.linalg.svdvals(W.detach())
-    return float((s**2).sum() / s[0] ** 2)
-
 # %% ../nbs/50_collapse.ipynb #ec4d48b5
-class ReLUNet(nn.Module):
+class _LayeredClassifier(nn.Module):
+    "A classifier whose `features(x)` lists the output of every layer, the logits last."
+
+    def forward(self, x):
+        "The logits."
+        return self.features(x)[-1]
+
+
+class ReLUNet(_LayeredClassifier):
     "A bias-free deep classifier W_L σ(⋯σ(W_1 x)), optionally with batch normalization (no affine) after hidden layers."
 
     def __init__(
@@ -151,7 +160,7 @@ class ReLUNet(nn.Module):
         norm: str | None = None,  # None or "bn"
         activation: str | None = "relu",  # "relu" or None (a deep linear network)
         init_scale: float | None = None,  # None: PyTorch default; else orthogonal init times this
-        seed: int = 0,
+        seed: int = 0,  # seed of the initialization
     ):
         super().__init__()
         if len(dims) < 2:
@@ -185,18 +194,19 @@ class ReLUNet(nn.Module):
             out.append(h)
         return out
 
-    def forward(self, x):
-        return self.features(x)[-1]
-
     @property
     def classifier(self) -> torch.Tensor:
         return self.layers[-1].weight
 
 
-class NormalizedNet(nn.Module):
+class NormalizedNet(_LayeredClassifier):
     "A bias-free ReLU classifier with layers ρ_k V_k, ‖V_k‖_F = 1 kept by projected gradient and renormalization."
 
-    def __init__(self, dims: Sequence[int], seed: int = 0):
+    def __init__(
+        self,
+        dims: Sequence[int],  # [input, hidden…, classes]
+        seed: int = 0,  # seed of the initialization (that of the `ReLUNet` it factors)
+    ):
         super().__init__()
         base = ReLUNet(dims, seed=seed)
         self.V = nn.ParameterList(
@@ -225,6 +235,7 @@ class NormalizedNet(nn.Module):
         return [(r * V).detach() for r, V in zip(self.rho, self.V)]
 
     def features(self, x):
+        "The output of every hidden layer (after the activation), then the logits."
         out, h = [], x
         for i, (r, V) in enumerate(zip(self.rho, self.V)):
             h = r * (h @ V.T)
@@ -233,15 +244,12 @@ class NormalizedNet(nn.Module):
             out.append(h)
         return out
 
-    def forward(self, x):
-        return self.features(x)[-1]
-
     @property
     def classifier(self) -> torch.Tensor:
         return (self.rho[-1] * self.V[-1]).detach()
 
 # %% ../nbs/50_collapse.ipynb #b31939d9
-class ConvNet1D(nn.Module):
+class ConvNet1D(_LayeredClassifier):
     "A bias-free 1-D convolutional classifier: strided convolutions with ReLU, a linear hidden layer, the classifier."
 
     def __init__(
@@ -252,7 +260,7 @@ class ConvNet1D(nn.Module):
         hidden: int = 128,  # width of the linear hidden layer (the penultimate features)
         classes: int = 10,  # number of classes
         norm: str | None = None,  # None or "bn"
-        seed: int = 0,
+        seed: int = 0,  # seed of the initialization
     ):
         super().__init__()
         check_choice("norm", norm, [None, "bn"])
@@ -261,7 +269,10 @@ class ConvNet1D(nn.Module):
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd; got {kernel_size}")
         chans = [1, *channels]
-        bn = lambda c: nn.BatchNorm1d(c, affine=False) if norm == "bn" else nn.Identity()
+
+        def bn(c):
+            return nn.BatchNorm1d(c, affine=False) if norm == "bn" else nn.Identity()
+
         for _ in channels:
             length = (length + 1) // 2
         with torch.random.fork_rng(devices=[]):  # seeded layers, caller's random stream untouched
@@ -270,11 +281,10 @@ class ConvNet1D(nn.Module):
                 nn.Conv1d(a, b, kernel_size, stride=2, padding=kernel_size // 2, bias=False)
                 for a, b in zip(chans[:-1], chans[1:])
             )
-            self.fc, self.out = (
-                nn.Linear(chans[-1] * length, hidden, bias=False),
-                nn.Linear(hidden, classes, bias=False),
-            )
-        self.norms, self.fc_norm = nn.ModuleList(bn(c) for c in channels), bn(hidden)
+            self.fc = nn.Linear(chans[-1] * length, hidden, bias=False)
+            self.out = nn.Linear(hidden, classes, bias=False)
+        self.norms = nn.ModuleList(bn(c) for c in channels)
+        self.fc_norm = bn(hidden)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         "Every layer's output (flattened), the penultimate features, then the logits."
@@ -285,9 +295,6 @@ class ConvNet1D(nn.Module):
         h = torch.relu(self.fc_norm(self.fc(h.flatten(1))))
         return out + [h, self.out(h)]
 
-    def forward(self, x):
-        return self.features(x)[-1]
-
     @property
     def classifier(self) -> torch.Tensor:
         return self.out.weight
@@ -296,34 +303,41 @@ class ConvNet1D(nn.Module):
 LOSSES = ("square", "ce")
 
 
-def classification_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "square") -> torch.Tensor:
+def classification_loss(
+    logits: torch.Tensor,  # N × C outputs
+    y: torch.Tensor,  # N labels in 0..C-1
+    loss: str = "square",  # square or ce
+) -> torch.Tensor:
     "Square loss ½‖f(x) − e_y‖² (batch mean) or cross-entropy."
     if loss == "ce":
         return F.cross_entropy(logits, y)
     return 0.5 * ((logits - F.one_hot(y, logits.shape[1]).to(logits.dtype)) ** 2).sum(1).mean()
 
 
-def log_schedule(epochs: int, points: int = 20) -> list[int]:
+def log_schedule(
+    epochs: int,  # the last epoch
+    points: int = 20,  # about how many epochs to list
+) -> list[int]:
     "About `points` distinct epochs from 0 to `epochs`, spaced logarithmically."
     return sorted({0, epochs, *np.unique(np.geomspace(1, max(epochs, 1), points).astype(int)).tolist()})
 
 
 def train_classifier(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: nn.Module,  # a classifier (renormalized after each step if it has `renormalize`)
+    x: torch.Tensor,  # N inputs
+    y: torch.Tensor,  # N labels in 0..C-1
     epochs: int = 100,  # passes over the data
     batch_size: int = 128,  # minibatch size (≥ len(x): full batch)
     lr: float = 0.05,  # learning rate
-    momentum: float = 0.9,
+    momentum: float = 0.9,  # SGD momentum
     weight_decay: float = 5e-4,  # λ: the loss gains λ Σ‖W_k‖² / 2 through SGD's decay
     loss: str = "square",  # square or ce
     evaluate=None,  # called as evaluate(model, epoch) on the log schedule; its dicts are returned
     log_points: int = 20,  # number of evaluations
-    seed: int = 0,
-    show_progress: bool | None = None,
+    seed: int = 0,  # order of the minibatches
+    show_progress: bool | None = None,  # progress bar (None: only on a terminal)
 ) -> list[dict]:
-    "Minibatch SGD on a classifier; returns the rows produced by `evaluate` on a log-spaced epoch schedule."
+    "Minibatch SGD on a classifier; the rows of `evaluate` on a log-spaced epoch schedule (DivergenceError if NaN/inf)."
     check_choice("loss", loss, LOSSES)
     check_range("epochs", epochs, 0)
     check_range("batch_size", batch_size, 1)
@@ -333,7 +347,7 @@ def train_classifier(
         raise ValueError(f"inputs and labels differ in length: {len(x)} and {len(y)}")
     groups = model.param_groups() if hasattr(model, "param_groups") else model.parameters()
     opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    g = torch.Generator().manual_seed(seed)
+    g, step = torch.Generator().manual_seed(seed), 0
     schedule, rows = set(log_schedule(epochs, log_points)), []
 
     def log(epoch):
@@ -350,12 +364,12 @@ def train_classifier(
         for idx in torch.randperm(len(x), generator=g).split(batch_size):
             opt.zero_grad(set_to_none=True)
             value = classification_loss(model(x[idx]), y[idx], loss)
+            check_loss(value.detach(), step, advice=f"lower the learning rate (now {lr:g})")
             value.backward()
             opt.step()
             if hasattr(model, "renormalize"):
                 model.renormalize()
-        if not math.isfinite(value.item()):
-            raise DivergenceError(epoch, value.item(), "lower the learning rate")
+            step += 1
         if epoch in schedule:
             log(epoch)
     return rows
