@@ -12,8 +12,9 @@ import nbformat
 from .experiment import read_results
 
 # %% auto #0
-__all__ = ['LEDGER_COLUMNS', 'load_results', 'ledger_rows', 'format_value', 'ledger_markdown', 'ledger_text', 'write_if_changed',
-           'tidy_notebook', 'api_index', 'write_api_pages', 'prepare_book', 'build_book']
+__all__ = ['PARTS', 'MARKS', 'LEDGER_COLUMNS', 'load_results', 'ledger_rows', 'format_value', 'part_of', 'verdict_counts',
+           'format_measured', 'ledger_markdown', 'ledger_text', 'write_if_changed', 'tidy_notebook', 'api_index',
+           'write_api_pages', 'prepare_book', 'build_book']
 
 # %% ../nbs/91_book.ipynb #36fd099c
 def load_results(
@@ -57,58 +58,126 @@ def format_value(x) -> str:
     return str(x)
 
 # %% ../nbs/91_book.ipynb #92f6b231
-LEDGER_COLUMNS = ("claim", "source", "statement", "paper", "measured", "criterion", "holds", "profile")
+PARTS = (  # the book's parts and the experiment-name prefixes that belong to each
+    ("I Deep low-rank learning", ("dmf_",)),
+    ("II Deep LoRA", ("deeplora_",)),
+    ("III ConvResNeXt on manifolds", ("convresnext_", "convresnet_")),
+    ("IV Pruning", ("pruning_",)),
+    ("V Square loss and neural collapse", ("collapse_", "parsimony_")),
+    ("Appendix", ("",)),
+)
+MARKS = {"holds": "✓", "fails": "✗", "inconclusive": "?"}
 
 
-def _cells(r: dict) -> list[str]:
-    return [
-        r["id"],
-        r["source"],
-        r["statement"],
-        r["paper"],
-        format_value(r["measured"]),
-        r["criterion"],
-        "✓" if r["holds"] else "✗",
-        r["profile"],
-    ]
+def part_of(experiment: str) -> str:
+    "The part of the book an experiment belongs to (by its name's prefix)."
+    return next(name for name, prefixes in PARTS if experiment.startswith(prefixes))
+
+
+def verdict_counts(rows: list[dict]) -> dict[str, int]:
+    "How many rows hold, fail and are inconclusive."
+    return {v: sum(r.get("verdict", "holds" if r["holds"] else "fails") == v for r in rows) for v in MARKS}
+
+
+def format_measured(r: dict) -> str:
+    "The measurement, with its interval and number of seeds for a paired claim."
+    if "interval" not in r:
+        return format_value(r["measured"])
+    i = r["interval"]
+    low, high = (format_value(i[k]) if i[k] is not None else "∞" for k in ("low", "high"))
+    return f"{format_value(r['measured'])} [{low.replace('∞', '−∞')}, {high}], n = {i['n']}"
+
+# %% ../nbs/91_book.ipynb #21cdf165
+LEDGER_COLUMNS = {
+    "paper": ("experiment", "claim", "source", "statement", "paper", "measured", "criterion", "verdict", "profile"),
+    "target": (
+        "experiment",
+        "claim",
+        "statement",
+        "budget",
+        "measured",
+        "criterion",
+        "verdict",
+        "rationale",
+        "profile",
+    ),
+}
+
+
+def _cells(r: dict, link_prefix: str) -> list[str]:
+    exp = f"[{r['experiment']}]({link_prefix}{r['experiment']}.ipynb)"
+    verdict = r.get("verdict", "holds" if r["holds"] else "fails")
+    common = [exp, r["id"]]
+    tail = [format_measured(r), r["criterion"], f"{MARKS[verdict]} {verdict}"]
+    if r.get("kind", "paper") == "target":
+        return common + [r["statement"], r["paper"], *tail, r.get("rationale", ""), r["profile"]]
+    return common + [r["source"], r["statement"], r["paper"], *tail, r["profile"]]
+
+
+def _bar(counts: dict[str, int], width: int = 30) -> str:
+    "The verdict counts as a bar of ✓, ? and ✗ blocks, `width` blocks for all claims."
+    total = max(sum(counts.values()), 1)
+    return "".join(MARKS[v] * round(width * counts[v] / total) for v in MARKS)
+
+
+def _summary_line(label: str, rows: list[dict]) -> str:
+    c = verdict_counts(rows)
+    return f"| {label} | {len(rows)} | {c['holds']} | {c['fails']} | {c['inconclusive']} | `{_bar(c)}` |"
 
 
 def ledger_markdown(
     rows: list[dict],  # from `ledger_rows`
     link_prefix: str = "results/",  # where the executed notebooks are, relative to the page
 ) -> str:
-    "The ledger as a Markdown table, grouped by experiment."
+    "The ledger as Markdown: verdict counts, then per part the papers' claims and this project's targets apart."
     if not rows:
         return "*No results yet: run `dlr run` (or `make book`).*\n"
     esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    papers = [r for r in rows if r.get("kind", "paper") == "paper"]
+    targets = [r for r in rows if r.get("kind", "paper") == "target"]
     held = sum(r["holds"] for r in rows)
-    out = [f"**{held} of {len(rows)} claims hold.**", ""]
-    for exp in dict.fromkeys(r["experiment"] for r in rows):
-        out += [
-            f"## [{exp}]({link_prefix}{exp}.ipynb)",
-            "",
-            "| " + " | ".join(LEDGER_COLUMNS) + " |",
-            "|" + "---|" * len(LEDGER_COLUMNS),
-        ]
-        out += ["| " + " | ".join(esc(c) for c in _cells(r)) + " |" for r in rows if r["experiment"] == exp]
-        notes = [f"- `{r['id']}`: {r['note']}" for r in rows if r["experiment"] == exp and r.get("note")]
-        out += ([""] + notes if notes else []) + [""]
+    out = [
+        f"**{held} of {len(rows)} claims hold.**",
+        "",
+        "| claims | count | hold | fail | inconclusive | |",
+        "|---|---|---|---|---|---|",
+        _summary_line("of the papers", papers),
+        _summary_line("our targets", targets),
+        "",
+    ]
+    for part, _ in PARTS:
+        in_part = [r for r in rows if part_of(r["experiment"]) == part]
+        if not in_part:
+            continue
+        out += [f"## {part}", ""]
+        for kind, title in (("paper", "Claims of the papers"), ("target", "Our targets")):
+            selected = [r for r in in_part if r.get("kind", "paper") == kind]
+            if not selected:
+                continue
+            cols = LEDGER_COLUMNS[kind]
+            out += [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            out += ["| " + " | ".join(esc(c) for c in _cells(r, link_prefix)) + " |" for r in selected]
+            notes = [f"- `{r['id']}`: {r['note']}" for r in selected if r.get("note")]
+            out += ([""] + notes if notes else []) + [""]
     return "\n".join(out)
 
 
 def ledger_text(rows: list[dict]) -> str:
-    "The ledger as a plain-text table for a terminal."
+    "The ledger as a plain-text table for a terminal: papers' claims and targets apart, verdict counts at the end."
     if not rows:
         return "no results yet: run `dlr run`"
-    cols = ("experiment", "claim", "paper", "measured", "criterion", "holds", "profile")
+    cols = ("part", "kind", "experiment", "claim", "measured", "criterion", "verdict", "profile")
+    order = {name: i for i, (name, _) in enumerate(PARTS)}
+    rows = sorted(rows, key=lambda r: (order[part_of(r["experiment"])], r.get("kind", "paper"), r["experiment"]))
     table = [cols] + [
         (
+            part_of(r["experiment"]).split()[0],
+            r.get("kind", "paper"),
             r["experiment"],
             r["id"],
-            r["paper"],
-            format_value(r["measured"]),
+            format_measured(r),
             r["criterion"],
-            "yes" if r["holds"] else "NO",
+            r.get("verdict", "holds" if r["holds"] else "fails").upper(),
             r["profile"],
         )
         for r in rows
@@ -116,7 +185,9 @@ def ledger_text(rows: list[dict]) -> str:
     widths = [min(40, max(len(str(t[i])) for t in table)) for i in range(len(cols))]
     lines = ["  ".join(str(c)[:w].ljust(w) for c, w in zip(t, widths)).rstrip() for t in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines + [f"{sum(r['holds'] for r in rows)} of {len(rows)} claims hold"])
+    c = verdict_counts(rows)
+    total = f"{sum(r['holds'] for r in rows)} of {len(rows)} claims hold"
+    return "\n".join(lines + [f"{total} ({c['fails']} fail, {c['inconclusive']} inconclusive)"])
 
 # %% ../nbs/91_book.ipynb #a26f6d9b
 _DIRECTIVE = re.compile(r"^\s*#\|.*$\n?", re.M)

@@ -32,9 +32,9 @@ from dlr_nb.core import (
 )
 
 # %% auto #0
-__all__ = ['PROFILES', 'RESULTS_SCHEMA', 'evaluate_criterion', 'plain', 'make_claim', 'results_dir', 'git_commit', 'device_name',
-           'environment_info', 'blas_report', 'system_report', 'matmul_gflops', 'validate_results', 'read_results',
-           'from_profile', 'notebook_parameters', 'ExperimentRun']
+__all__ = ['VERDICTS', 'KINDS', 'PROFILES', 'RESULTS_SCHEMA', 'evaluate_criterion', 'interval_verdict', 'plain', 'make_claim',
+           'results_dir', 'git_commit', 'device_name', 'environment_info', 'blas_report', 'system_report',
+           'matmul_gflops', 'validate_results', 'read_results', 'from_profile', 'notebook_parameters', 'ExperimentRun']
 
 # %% ../nbs/03_experiment.ipynb #5ce87dd7
 _COMPARE = {
@@ -75,6 +75,27 @@ def evaluate_criterion(
         return False
     return bool(float(m["low"]) <= measured <= float(m["high"]))
 
+# %% ../nbs/03_experiment.ipynb #e76a55eb
+VERDICTS = ("holds", "fails", "inconclusive")
+KINDS = ("paper", "target")
+
+
+def interval_verdict(
+    criterion: str,  # one-sided: "> c", ">= c", "< c" or "<= c" (the paper's side)
+    low: float | None,  # lower end of the interval (None: unbounded)
+    high: float | None,  # upper end of the interval (None: unbounded)
+) -> str:
+    "holds if the whole interval satisfies `criterion`, fails if none of it does, else inconclusive."
+    m = _CRITERION.match(criterion) if isinstance(criterion, str) else None
+    if m is None or m["op"] not in (">", ">=", "<", "<=") or m["value"] in ("true", "false"):
+        raise ValueError(f"a paired claim needs a one-sided criterion such as '> 0'; got {criterion!r}")
+    bound = float(m["value"])
+    ends = [-math.inf if low is None else low, math.inf if high is None else high]
+    inside = [_COMPARE[m["op"]](x, bound) for x in ends]
+    if all(inside):
+        return "holds"
+    return "fails" if not any(inside) else "inconclusive"
+
 # %% ../nbs/03_experiment.ipynb #24cd4e17
 def plain(x: Any) -> Any:
     "`x` as a JSON-friendly python value: tensors and numpy values become numbers or lists, non-finite floats None."
@@ -89,30 +110,54 @@ def plain(x: Any) -> Any:
     return x
 
 
+def _verdict(criterion: str, measured: Any, interval: dict | None) -> str:
+    "The verdict of a claim: three-valued from its interval, else holds/fails from its measurement."
+    if interval is not None:
+        return interval_verdict(criterion, interval.get("low"), interval.get("high"))
+    return "holds" if evaluate_criterion(criterion, measured) else "fails"
+
+
 def make_claim(
     id: str,  # dotted identifier, e.g. "dmf.speedup"
-    source: str,  # the paper and place, e.g. "compressible-dynamics Fig. 4"
+    source: str,  # the paper and place, e.g. "compressible-dynamics Fig. 4" (a target: "dlr-nb target")
     statement: str,  # what the paper claims, in one sentence
-    paper: str,  # the paper's value, quoted
-    criterion: str,  # how the measurement is judged, see `evaluate_criterion`
-    measured: Any,  # the measured value
+    paper: str,  # the paper's value, quoted (a target: the budget)
+    criterion: str,  # how the measurement is judged, see `evaluate_criterion` (paired: one-sided)
+    measured: Any = None,  # the measured value (paired: defaults to the interval's mean)
     note: str = "",  # why it does (not) hold, or how our setting differs
+    kind: str = "paper",  # paper (a statement of a paper) or target (this project's budget)
+    rationale: str = "",  # a target's reason, in one line
+    interval: dict | None = None,  # a paired difference: `mean_interval` of the differences (mean, low, high, n)
 ) -> dict:
-    "A claim record whose `holds` is computed from `measured` and `criterion`."
+    "A claim record whose `holds` and `verdict` are computed from the measurement and the criterion."
     for key, value in dict(id=id, source=source, statement=statement, paper=paper).items():
         if not isinstance(value, str) or not value:
             raise ValueError(f"claim {key} must be a non-empty string")
+    check_choice("kind", kind, KINDS)
+    if kind == "target" and (not rationale or "\n" in rationale):
+        raise ValueError(f"claim {id}: a target needs its rationale in one line")
+    if interval is not None:
+        interval = {k: plain(interval[k]) for k in ("mean", "low", "high", "n")}
+        measured = interval["mean"] if measured is None else measured
     measured = plain(measured)
-    return dict(
+    verdict = _verdict(criterion, measured, interval)
+    record = dict(
         id=id,
+        kind=kind,
         source=source,
         statement=statement,
         paper=paper,
         criterion=criterion,
         measured=measured,
-        holds=evaluate_criterion(criterion, measured),
+        holds=verdict == "holds",
+        verdict=verdict,
         note=note,
     )
+    if kind == "target":
+        record["rationale"] = rationale
+    if interval is not None:
+        record["interval"] = interval
+    return record
 
 # %% ../nbs/03_experiment.ipynb #98db8dcd
 def results_dir(
@@ -227,9 +272,14 @@ def matmul_gflops(
 PROFILES = ("smoke", "cpu", "paper")
 
 _STRING = {"type": "string", "minLength": 1}
+_INTERVAL = {
+    "type": "object",
+    "required": ["mean", "low", "high", "n"],
+    "properties": {k: {"type": ["number", "null"]} for k in ("mean", "low", "high")} | {"n": {"type": "integer"}},
+}
 _CLAIM = {
     "type": "object",
-    "required": ["id", "source", "statement", "paper", "criterion", "measured", "holds"],
+    "required": ["id", "kind", "source", "statement", "paper", "criterion", "measured", "holds", "verdict"],
     "properties": {
         "id": _STRING,
         "source": _STRING,
@@ -238,6 +288,10 @@ _CLAIM = {
         "criterion": _STRING,
         "measured": {"type": ["number", "boolean", "null"]},
         "holds": {"type": "boolean"},
+        "verdict": {"enum": list(VERDICTS)},
+        "kind": {"enum": list(KINDS)},
+        "rationale": _STRING,
+        "interval": _INTERVAL,
         "note": {"type": "string"},
     },
 }
@@ -278,7 +332,8 @@ def validate_results(res: dict) -> dict:
     if len(set(ids)) != len(ids):
         raise ValueError("results repeat a claim id")
     for c in res["claims"]:
-        if c["holds"] != evaluate_criterion(c["criterion"], c["measured"]):
+        verdict = _verdict(c["criterion"], c["measured"], c.get("interval"))
+        if c["verdict"] != verdict or c["holds"] != (verdict == "holds"):
             raise ValueError(
                 f"claim {c['id']}: holds={c['holds']} does not follow from "
                 f"measured={c['measured']!r} and criterion {c['criterion']!r}"
@@ -373,7 +428,8 @@ class ExperimentRun:
         if any(o["id"] == c["id"] for o in self.claims):
             raise ValueError(f"claim id {c['id']!r} recorded twice")
         self.claims.append(c)
-        print(f"{'✓' if c['holds'] else '✗'} {c['id']}: measured {c['measured']!r}, criterion {c['criterion']}")
+        mark = {"holds": "✓", "fails": "✗", "inconclusive": "?"}[c["verdict"]]
+        print(f"{mark} {c['id']}: measured {c['measured']!r}, criterion {c['criterion']} ({c['verdict']})")
         return c
 
     def save_table(

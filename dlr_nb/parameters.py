@@ -45,6 +45,7 @@ class Constraint:
     low_open: bool = False
     high_open: bool = False
     choices: tuple = field(default_factory=tuple)  # for choices and list
+    empty_ok: bool = False  # a list spec ending in "or empty" also allows ""
 
 # %% ../nbs/89_parameters.ipynb #a64431ac
 def _parse_interval(text: str) -> dict:
@@ -60,6 +61,9 @@ def _parse_interval(text: str) -> dict:
 def parse_constraint(text: str) -> Constraint:
     "The `Constraint` written as `text` (see the table above); a `ValueError` for anything else."
     spec = text.strip()
+    if spec.endswith(" or empty") and spec.startswith(("ints in", "floats in", "NxM in", "list of")):
+        inner = parse_constraint(spec.removesuffix(" or empty"))
+        return Constraint(**{**inner.__dict__, "text": spec, "empty_ok": True})
     if spec == "name":
         return Constraint(spec, "name")
     if spec.startswith(("[", "(")):
@@ -100,6 +104,8 @@ def _satisfies(c: Constraint, value: Any) -> bool:
         return str(value) in c.choices
     if c.kind == "name":
         return isinstance(value, str) and bool(_NAME.match(value))
+    if c.empty_ok and str(value).strip() == "":
+        return True
     try:
         items = _items(value)
         if c.kind == "list":

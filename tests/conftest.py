@@ -10,10 +10,10 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "experiments"
 DLR = Path(sys.executable).parent / "dlr"
 
 
-def run_dlr(*args, root=None, timeout=300, **kw):
+def run_dlr(*args, root=None, timeout=300, env_extra=None, **kw):
     "Run the installed `dlr` command; returns the CompletedProcess (text, captured)."
     cmd = [str(DLR), *(["--root", str(root)] if root else []), *map(str, args)]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env_extra or {})}
     env.pop("DLR_ROOT", None)
     env.pop("DLR_RESULTS_DIR", None)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
@@ -38,3 +38,13 @@ def results_of(root, name):
     "The results JSON of experiment `name` in project `root`, or None."
     p = Path(root) / "book" / "results" / f"{name}.json"
     return json.loads(p.read_text()) if p.exists() else None
+
+
+def summary_rows(proc):
+    "The summary table's rows of a `dlr run` as {name: (status, cached)}."
+    rows = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[1] in ("ok", "failed", "cached", "timeout"):
+            rows[parts[0]] = (parts[1], parts[3])
+    return rows

@@ -2,18 +2,8 @@
 
 import os, signal, subprocess, time
 
-from conftest import DLR, results_of, run_dlr
+from conftest import DLR, results_of, run_dlr, summary_rows as _summary
 from dlr_nb.experiment import read_results
-
-
-def _summary(proc):
-    "The summary table's rows as {name: (status, cached)}."
-    rows = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 4 and parts[1] in ("ok", "failed", "cached"):
-            rows[parts[0]] = (parts[1], parts[3])
-    return rows
 
 
 def test_cache_hit_miss_and_force(project):

@@ -1,0 +1,140 @@
+"""Faults: a kill at every step of publishing, the time limit, corrupt results, unwritable folders, and bad
+parameters of the real templates (declared constraints, checked before any kernel starts)."""
+
+import json
+import math
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import REPO, results_of, run_dlr, summary_rows
+from dlr_nb.parameters import BUILTIN, UsageError
+from dlr_nb.runner import PUBLISH_STEPS, consistent_result, discover, is_cached, plan
+
+EXPERIMENTS = discover(REPO / "book" / "experiments")
+
+
+def test_a_kill_at_every_step_of_publishing_leaves_a_consistent_old_result_or_a_rerun(project):
+    root = project("quick")
+    results = root / "book" / "results"
+    first = run_dlr("run", "quick", "--profile", "smoke", "-p", "seed=1", root=root)
+    assert first.returncode == 0, first.stdout + first.stderr
+    exps = discover(root / "book" / "experiments")
+    for i, step in enumerate(PUBLISH_STEPS):
+        old_seed, new_seed = i + 1, i + 2
+        old = plan(exps, ["quick"], "smoke", [f"seed={old_seed}"])["quick"]
+        new = plan(exps, ["quick"], "smoke", [f"seed={new_seed}"])["quick"]
+        crashed = run_dlr(
+            "run", "quick", "--profile", "smoke", "-p", f"seed={new_seed}", root=root, env_extra={"DLR_CRASH_AT": step}
+        )
+        assert crashed.returncode != 0, f"the injected kill at {step!r} did not happen"
+        complete = step == PUBLISH_STEPS[-1]
+        assert is_cached(exps["quick"], new, results) == complete, step
+        assert not is_cached(exps["quick"], old, results), f"after a kill at {step!r} the old result still counts"
+        if consistent_result(results, "quick") is not None:  # whatever counts must be one run's files
+            assert results_of(root, "quick")["parameters"]["seed"] == new_seed
+        rerun = run_dlr("run", "quick", "--profile", "smoke", "-p", f"seed={new_seed}", root=root)
+        assert summary_rows(rerun) == {"quick": ("cached", "yes") if complete else ("ok", "no")}, step
+        assert results_of(root, "quick")["parameters"]["seed"] == new_seed
+
+
+def test_time_limit_stops_the_kernel_and_keeps_nothing(project):
+    root = project("slow")
+    start = time.time()
+    proc = run_dlr("run", "slow", "--timeout", "4", "-p", "seconds=120", root=root, timeout=120)
+    assert time.time() - start < 60, "the time limit did not stop the kernel"
+    assert proc.returncode == 1
+    assert summary_rows(proc) == {"slow": ("timeout", "no")}
+    assert "TIMEOUT slow: stopped after 4 s" in proc.stdout
+    results = root / "book" / "results"
+    assert not results.exists() or not list(results.rglob("*"))
+
+
+def test_bad_timeout_is_a_usage_error(project):
+    root = project("quick")
+    proc = run_dlr("run", "quick", "--timeout", "-1", root=root)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--timeout" in proc.stderr
+
+
+def test_corrupt_results_are_named_skipped_and_fail_the_ledger(project):
+    root = project("quick")
+    assert run_dlr("run", "quick", "--profile", "smoke", root=root).returncode == 0
+    (root / "book" / "results" / "broken.json").write_text("{not json")
+    (root / "book" / "results" / "invalid.json").write_text(json.dumps({"experiment": "invalid"}))
+    proc = run_dlr("ledger", root=root)
+    assert proc.returncode == 1
+    assert "quick.positive" in proc.stdout  # the rest is shown
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("dlr: skipped ") for line in lines), proc.stderr
+    assert "broken.json" in lines[0] and "invalid.json" in lines[1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_unusable_work_folder_is_one_line(project):
+    root = project("quick")
+    (root / "book" / ".dlr").write_text("not a folder")  # as root, a read-only folder would still be writable
+    proc = run_dlr("run", "quick", "--profile", "smoke", root=root)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and ".dlr" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("environment", "-p", "seed=-1"),
+        ("environment", "-p", "repeat=999999999"),
+        ("dmf_invariant_subspaces", "-p", "d=-5"),
+        ("environment", "-p", "sizes=100000"),
+        ("dmf_invariant_subspaces", "-p", "scale=inf"),
+        ("environment", "--device", "cpu\n"),
+    ],
+)
+def test_bad_values_of_real_templates_exit_2_before_any_kernel(args):
+    start = time.time()
+    proc = run_dlr("run", args[0], "--profile", "smoke", *args[1:], root=REPO)
+    assert time.time() - start < 10
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert args[-1].split("=")[0].strip() in proc.stderr or "device" in proc.stderr
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_parameter_declares_its_allowed_values(name):
+    exp = EXPERIMENTS[name]
+    undeclared = [
+        p.name for p in exp.parameters.values() if p.name not in BUILTIN and p.type is not bool and p.allowed is None
+    ]
+    assert not undeclared, f"{name}: parameters without '; allowed: ...' in their comment: {undeclared}"
+    assert exp.profiles is not None, f"{name}: no profile table found in an ExperimentRun.start call"
+
+
+_VALUES = st.one_of(
+    st.integers(min_value=-(10**12), max_value=10**12).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["", "none", "None", "0", "-1", "1e309", "nan", "2x8", "a,b", "1,,2", "cpu\n", "x" * 300]),
+    st.text(max_size=20),
+    st.lists(st.integers(min_value=-5, max_value=10**6), min_size=1, max_size=70).map(lambda v: ",".join(map(str, v))),
+)
+_PAIRS = [(n, p) for n, e in sorted(EXPERIMENTS.items()) for p in e.parameters if p not in BUILTIN]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pair=st.sampled_from(_PAIRS), value=_VALUES, profile=st.sampled_from(["smoke", "cpu", "paper"]))
+def test_random_values_are_accepted_and_allowed_or_rejected_in_one_line(pair, value, profile):
+    name, key = pair
+    param = EXPERIMENTS[name].parameters[key]
+    try:
+        params = plan(EXPERIMENTS, [name], profile, [f"{key}={value}"])[name]
+    except UsageError as e:
+        message = str(e)
+        assert "\n" not in message and key in message, message
+        return
+    got = params[key]
+    assert got is None or isinstance(got, param.type)
+    if isinstance(got, float):
+        assert math.isfinite(got)
+    if got is not None and param.allowed is not None:
+        param.check(got)  # accepted means allowed
+    if param.type is str and got is not None:
+        assert param.allowed is not None, f"{name}.{key} accepted an unconstrained string {got!r}"
