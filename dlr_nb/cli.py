@@ -6,6 +6,7 @@
 from __future__ import annotations
 import argparse, sys
 
+from . import __version__
 from .experiment import PROFILES
 from .parameters import TemplateError, UsageError
 from .runner import Project, discover, run_experiments, summary
@@ -23,6 +24,7 @@ def make_parser() -> argparse.ArgumentParser:
     "The `dlr` argument parser."
     p = _Parser(prog="dlr", description="Run the dlr-nb experiments and build the book.")
     p.add_argument("--root", help="repository root (default: found from the working directory)")
+    p.add_argument("--version", action="version", version=f"dlr-nb {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="experiments, their descriptions and expected time per profile")
     r = sub.add_parser("run", help="run experiments (all by default), skipping unchanged ones")
