@@ -11,24 +11,20 @@ import torch
 from torch import nn
 
 from .core import check_choice, check_finite, check_range, check_type, resolve_device, resolve_dtype
+from .lowrank import chain_product, gradient_subspace_basis, random_orthogonal
 
 # %% auto #0
-__all__ = ['INITS', 'random_orthogonal', 'init_factor', 'chain_product', 'DeepFactorization', 'layer_gradient', 'low_rank_target',
-           'completion_mask', 'RecoveryProblem', 'MatrixFactorization', 'MatrixCompletion', 'MatrixSensing',
-           'CompressedFactorization', 'compress', 'compress_spectral']
+__all__ = ['INITS', 'init_factor', 'DeepFactorization', 'layer_gradient', 'low_rank_target', 'completion_mask', 'RecoveryProblem',
+           'MatrixFactorization', 'MatrixCompletion', 'MatrixSensing', 'CompressedFactorization',
+           'compress_factorization', 'compress_spectral']
 
 # %% ../nbs/10_factorization.ipynb #f1d34850
 INITS = ("orthogonal", "gaussian")
 
 
 def _generator(seed: int) -> torch.Generator:
+    "A CPU random source seeded with `seed`: the same draws on every device."
     return torch.Generator(device="cpu").manual_seed(seed)
-
-
-def random_orthogonal(k: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
-    "A Haar-random k×k orthogonal matrix (QR of a Gaussian matrix with the signs of R's diagonal fixed)."
-    q, r = torch.linalg.qr(torch.randn(k, k, generator=generator, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))).to(dtype)
 
 
 def init_factor(
@@ -36,7 +32,7 @@ def init_factor(
     scale: float,  # ε: every singular value for orthogonal init
     init: str = "orthogonal",  # orthogonal or gaussian
     generator: torch.Generator | None = None,  # random source (CPU)
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype = torch.float64,  # returned dtype (drawn in float64)
 ) -> torch.Tensor:
     "One factor: ε times a (semi-)orthogonal matrix, or a Gaussian matrix with the same Frobenius norm."
     check_choice("init", init, INITS)
@@ -46,14 +42,6 @@ def init_factor(
         return scale * random_orthogonal(max(m, n), g, dtype)[:m, :n]
     w = torch.randn(m, n, generator=g, dtype=torch.float64)
     return (w * (scale * math.sqrt(min(m, n)) / torch.linalg.norm(w))).to(dtype)
-
-# %% ../nbs/10_factorization.ipynb #55dc95c2
-def chain_product(factors: Sequence[torch.Tensor]) -> torch.Tensor:
-    "The product W_L ⋯ W_1 of `factors` = [W_1, …, W_L]."
-    out = factors[0]
-    for w in factors[1:]:
-        out = w @ out
-    return out
 
 # %% ../nbs/10_factorization.ipynb #44ee905a
 class DeepFactorization(nn.Module):
@@ -68,8 +56,8 @@ class DeepFactorization(nn.Module):
         init: str = "orthogonal",  # orthogonal or gaussian
         scale: float = 1e-3,  # ε, the initialization scale
         seed: int = 0,  # random seed of the initialization
-        dtype: str | torch.dtype = "float64",
-        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float64",  # dtype of the factors
+        device: str | torch.device = "cpu",  # device of the factors
     ):
         super().__init__()
         for k, v in dict(d_in=d_in, d_out=d_out, depth=depth).items():
@@ -78,13 +66,12 @@ class DeepFactorization(nn.Module):
         check_range("d_in", d_in, 1)
         check_range("d_out", d_out, 1)
         check_range("scale", scale, 0, low_open=True)
-        widths = (
-            [max(d_in, d_out)] * (depth - 1)
-            if width is None
-            else [width] * (depth - 1)
-            if isinstance(width, int)
-            else list(width)
-        )
+        if width is None:
+            widths = [max(d_in, d_out)] * (depth - 1)
+        elif isinstance(width, int):
+            widths = [width] * (depth - 1)
+        else:
+            widths = list(width)
         if len(widths) != depth - 1:
             raise ValueError(f"width must be one int or {depth - 1} ints for depth {depth}; got {len(widths)}")
         for w in widths:
@@ -99,13 +86,17 @@ class DeepFactorization(nn.Module):
 
     @property
     def depth(self) -> int:
+        "The number of factors L."
         return len(self.factors)
 
     def forward(self) -> torch.Tensor:
         "The end-to-end matrix W_L ⋯ W_1."
         return chain_product(self.factors)
 
-    def param_groups(self, lr: float) -> list[dict]:
+    def param_groups(
+        self,
+        lr: float,  # the learning rate η
+    ) -> list[dict]:
         "Optimizer parameter groups: every factor at `lr`."
         return [{"params": list(self.factors), "lr": lr}]
 
@@ -129,9 +120,9 @@ def low_rank_target(
     d_out: int,  # rows
     d_in: int,  # columns
     rank: int,  # r*, the target's rank
-    seed: int = 0,
-    dtype: str | torch.dtype = "float64",
-    device: str | torch.device = "cpu",
+    seed: int = 0,  # seed of the Gaussian matrix
+    dtype: str | torch.dtype = "float64",  # returned dtype (drawn in float64)
+    device: str | torch.device = "cpu",  # returned device
 ) -> torch.Tensor:
     "A d_out×d_in Gaussian matrix truncated to its top `rank` singular triplets."
     check_type("rank", rank, int)
@@ -142,11 +133,11 @@ def low_rank_target(
 
 
 def completion_mask(
-    d_out: int,
-    d_in: int,  # shape of the matrix
+    d_out: int,  # rows of the matrix
+    d_in: int,  # columns of the matrix
     p: float,  # share of entries observed, in (0, 1]
-    seed: int = 0,
-    device: str | torch.device = "cpu",
+    seed: int = 0,  # seed of the random permutation
+    device: str | torch.device = "cpu",  # returned device
 ) -> torch.Tensor:
     "A boolean mask with exactly ⌊p·d_out·d_in⌋ True entries, chosen uniformly without replacement."
     check_range("p", p, 0, 1, low_open=True)
@@ -160,7 +151,10 @@ def completion_mask(
 class RecoveryProblem:
     "A loss of the end-to-end matrix together with the errors that measure recovery of the target."
 
-    def __init__(self, target: torch.Tensor):
+    def __init__(
+        self,
+        target: torch.Tensor,  # Φ, the matrix to recover
+    ):
         check_type("target", target, torch.Tensor)
         check_finite("target", target)
         if target.ndim != 2:
@@ -169,9 +163,11 @@ class RecoveryProblem:
 
     @property
     def shape(self) -> tuple[int, int]:
+        "The shape of the target (and of the end-to-end matrix)."
         return tuple(self.target.shape)
 
     def loss(self, W: torch.Tensor) -> torch.Tensor:
+        "The training loss F(W) (defined by each problem)."
         raise NotImplementedError
 
     def recovery_error(self, W: torch.Tensor) -> torch.Tensor:
@@ -187,6 +183,7 @@ class RecoveryProblem:
         return self.target
 
     def _check(self, W):
+        "Raise if W does not have the target's shape."
         if tuple(W.shape) != self.shape:
             raise ValueError(f"end-to-end matrix has shape {tuple(W.shape)}; the target is {self.shape}")
 
@@ -194,7 +191,11 @@ class RecoveryProblem:
 class MatrixFactorization(RecoveryProblem):
     "Fit Φ itself: ½·mean (W − Φ)² (or ½‖W − Φ‖² with reduction='sum')."
 
-    def __init__(self, target: torch.Tensor, reduction: str = "mean"):
+    def __init__(
+        self,
+        target: torch.Tensor,  # Φ
+        reduction: str = "mean",  # mean (over entries) or sum
+    ):
         super().__init__(target)
         self.reduction = check_choice("reduction", reduction, ["mean", "sum"])
 
@@ -210,7 +211,12 @@ class MatrixFactorization(RecoveryProblem):
 class MatrixCompletion(RecoveryProblem):
     "Fit the entries of Φ in Ω (mask M); recovery is measured on the unobserved entries."
 
-    def __init__(self, target: torch.Tensor, mask: torch.Tensor, reduction: str = "mean"):
+    def __init__(
+        self,
+        target: torch.Tensor,  # Φ
+        mask: torch.Tensor,  # M: True on the observed entries Ω
+        reduction: str = "mean",  # mean (over all entries) or observed (over Ω)
+    ):
         super().__init__(target)
         if tuple(mask.shape) != tuple(target.shape):
             raise ValueError(f"mask has shape {tuple(mask.shape)}; the target is {tuple(target.shape)}")
@@ -235,7 +241,12 @@ class MatrixCompletion(RecoveryProblem):
 class MatrixSensing(RecoveryProblem):
     "Fit m Gaussian linear measurements y_i = ⟨A_i, Φ⟩."
 
-    def __init__(self, target: torch.Tensor, n_measurements: int, seed: int = 0):
+    def __init__(
+        self,
+        target: torch.Tensor,  # Φ
+        n_measurements: int,  # m, the number of Gaussian measurements
+        seed: int = 0,  # seed of the measurement matrices A_i
+    ):
         super().__init__(target)
         check_type("n_measurements", n_measurements, int)
         check_range("n_measurements", n_measurements, 1)
@@ -278,6 +289,7 @@ class CompressedFactorization(nn.Module):
 
     @property
     def depth(self) -> int:
+        "The number of inner factors L."
         return len(self.inner)
 
     def core(self) -> torch.Tensor:
@@ -288,7 +300,10 @@ class CompressedFactorization(nn.Module):
         "The end-to-end matrix, formed as (U_L · core) · V_1ᵀ in O(d² k)."
         return (self.left @ self.core()) @ self.right.T
 
-    def param_groups(self, lr: float) -> list[dict]:
+    def param_groups(
+        self,
+        lr: float,  # the learning rate η of the inner factors
+    ) -> list[dict]:
         "Inner factors at `lr`, outer factors at γ·lr (omitted when frozen)."
         groups = [{"params": list(self.inner), "lr": lr}]
         if self.gamma > 0:
@@ -296,27 +311,24 @@ class CompressedFactorization(nn.Module):
         return groups
 
 # %% ../nbs/10_factorization.ipynb #9e52821e
-def compress(
+def compress_factorization(
     network: DeepFactorization,  # the original, orthogonally initialised network at t = 0
     problem: RecoveryProblem,  # the loss whose gradient reveals the subspace
     rank: int,  # r̂: the compressed network has width 2r̂
     gamma: float = 0.0,  # learning-rate ratio of the outer factors
 ) -> CompressedFactorization:
-    "The compressed network of *compressible-dynamics*, built from the gradient of the first factor at initialization."
+    "The compressed network of *compressible-dynamics*, built from the first factor's gradient at initialization."
     check_type("rank", rank, int)
     check_range("rank", rank, 1)
     if network.init != "orthogonal":
-        raise ValueError("compress needs an orthogonally initialised network (init='orthogonal')")
+        raise ValueError("compress_factorization needs an orthogonally initialised network (init='orthogonal')")
     w, d_in = network.factors[0].shape
-    if 2 * rank > min(w, d_in, network.factors[-1].shape[0]):
-        raise ValueError(
-            f"rank must satisfy 2·rank ≤ width and the matrix sides (here ≤ {min(w, d_in, network.factors[-1].shape[0]) // 2}); got {rank}"
-        )
+    largest = min(w, d_in, network.factors[-1].shape[0]) // 2
+    if rank > largest:
+        raise ValueError(f"rank must satisfy 2·rank ≤ width and the matrix sides (here ≤ {largest}); got {rank}")
     eps, W1 = network.scale, network.factors[0]
     (G,) = torch.autograd.grad(problem.loss(network()), W1)
-    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
-    basis = torch.cat([Vh[:rank].T, W1.detach().T @ U[:, :rank] / eps], dim=1)
-    V1 = torch.linalg.qr(basis).Q
+    V1 = gradient_subspace_basis(W1.detach(), G, eps, rank)
     with torch.no_grad():
         UL = network() @ V1 / eps**network.depth
     return CompressedFactorization(UL, V1, network.depth, eps, gamma)
