@@ -348,6 +348,7 @@ def train_classifier(
     groups = model.param_groups() if hasattr(model, "param_groups") else model.parameters()
     opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     g, step = torch.Generator().manual_seed(seed), 0
+    advice = f"lower the learning rate (now {lr:g})"
     schedule, rows = set(log_schedule(epochs, log_points)), []
 
     def log(epoch):
@@ -364,7 +365,7 @@ def train_classifier(
         for idx in torch.randperm(len(x), generator=g).split(batch_size):
             opt.zero_grad(set_to_none=True)
             value = classification_loss(model(x[idx]), y[idx], loss)
-            check_loss(value.detach(), step, advice=f"lower the learning rate (now {lr:g})")
+            check_loss(value.detach(), step, advice)
             value.backward()
             opt.step()
             if hasattr(model, "renormalize"):

@@ -233,13 +233,14 @@ def fit(
         else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     )
     g, losses, step = torch.Generator().manual_seed(seed), [], 0
+    advice = f"lower the learning rate (now {lr:g})"
     model.train()
     for _ in progress(range(epochs), desc="epochs", disable=None if show_progress is None else not show_progress):
         total = 0.0
         for idx in torch.randperm(len(x), generator=g).to(x.device).split(batch_size):
             opt.zero_grad(set_to_none=True)
             loss = prediction_loss(model(x[idx]), y[idx], task)
-            total += check_loss(loss.detach(), step, advice=f"lower the learning rate (now {lr:g})") * len(idx)
+            total += check_loss(loss.detach(), step, advice) * len(idx)
             loss.backward()
             opt.step()
             step += 1
