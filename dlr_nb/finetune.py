@@ -4,8 +4,9 @@
 
 # %% ../nbs/21_finetune.ipynb #058fa090
 from __future__ import annotations
-import math, os
-from dataclasses import dataclass, field
+import math
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,35 +14,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import check_choice, check_range, progress, resolve_device
+from .core import Timer, check_choice, check_loss, check_range, progress, resolve_device
 from .stats import spearman
-from .lora import adapters, outer_parameters, save_adapters, target_modules
+from .lora import adapters, compress_adapters, inject, outer_parameters, save_adapters, target_modules
 
 # %% auto #0
-__all__ = ['MINILM', 'ADAPTERS', 'TextTask', 'load_task', 'few_shot', 'encode', 'task_loss', 'metrics', 'evaluate_model',
-           'load_encoder', 'peft_lora', 'adapted_model', 'FinetuneConfig', 'distributed_context', 'make_optimizer',
-           'finetune', 'batch_loss', 'fewshot_trial']
+__all__ = ['MINILM', 'ADAPTERS', 'ADAPTER_LABELS', 'TextTask', 'load_task', 'few_shot', 'encode', 'text_task_loss', 'metrics',
+           'evaluate_model', 'load_encoder', 'peft_lora', 'adapted_model', 'FinetuneConfig', 'distributed_context',
+           'adapter_optimizer', 'finetune', 'batch_loss', 'fewshot_trial', 'train_steps', 'forward_seconds']
 
 # %% ../nbs/21_finetune.ipynb #e2e485b8
 @dataclass
 class TextTask:
     "Sentences (or pairs) with targets."
 
-    a: list[str]  # first sentences
-    b: list[str] | None  # second sentences (pairs) or None
-    y: np.ndarray  # scores (regression) or labels (classification)
+    first: list[str]  # the sentences (the first of each pair)
+    second: list[str] | None  # the second sentences of pairs, or None
+    labels: np.ndarray  # targets: scores (regression) or class labels (classification)
     task: str  # regression or classification
     num_labels: int  # outputs of the model's head
 
     def __len__(self):
-        return len(self.y)
+        return len(self.labels)
 
     def subset(self, idx) -> "TextTask":
+        "The examples at positions idx, in that order."
         idx = [int(i) for i in idx]
         return TextTask(
-            [self.a[i] for i in idx],
-            [self.b[i] for i in idx] if self.b is not None else None,
-            self.y[idx],
+            [self.first[i] for i in idx],
+            [self.second[i] for i in idx] if self.second is not None else None,
+            self.labels[idx],
             self.task,
             self.num_labels,
         )
@@ -50,7 +52,7 @@ class TextTask:
 def load_task(
     name: str,  # stsb or sst2
     split: str = "train",  # stsb: train, dev, test; sst2: train, dev_heldout, validation
-    path: str | None = None,
+    path: str | None = None,  # data folder (default: searched, see `dlr_nb.data.data_dir`)
 ) -> TextTask:
     "STS-B (regression) or SST-2 (binary classification) from the data folder."
     from dlr_nb.data import load_sst2, load_stsb
@@ -63,29 +65,43 @@ def load_task(
     return TextTask(d.sentence, None, d.label.astype(np.int64), "classification", 2)
 
 
-def few_shot(data: TextTask, k: int, seed: int = 0) -> TextTask:
+def few_shot(
+    data: TextTask,  # the full training set
+    k: int,  # examples drawn
+    seed: int = 0,  # seed of the draw
+) -> TextTask:
     "k examples without replacement, seeded; stratified by class for classification."
     check_range("k", k, 1, len(data))
     g = np.random.default_rng(seed)
     if data.task == "regression":
         return data.subset(g.choice(len(data), k, replace=False))
-    classes = np.unique(data.y)
+    classes = np.unique(data.labels)
     per = np.full(len(classes), k // len(classes))
     per[g.choice(len(classes), k % len(classes), replace=False)] += 1
-    idx = np.concatenate([g.choice(np.flatnonzero(data.y == c), n, replace=False) for c, n in zip(classes, per)])
+    idx = np.concatenate([g.choice(np.flatnonzero(data.labels == c), n, replace=False) for c, n in zip(classes, per)])
     return data.subset(g.permutation(idx))
 
 # %% ../nbs/21_finetune.ipynb #10cf7537
-def encode(tokenizer, data: TextTask, idx, max_length: int = 128, device="cpu") -> dict:
+def encode(
+    tokenizer,  # a Hugging Face tokenizer
+    data: TextTask,  # the examples
+    idx,  # positions of the examples to encode
+    max_length: int = 128,  # tokens per sequence (longer ones are truncated)
+    device="cpu",  # where the tensors go
+) -> dict:
     "Tokenise the examples idx with dynamic padding; targets under `labels`."
     part = data.subset(idx)
-    enc = tokenizer(part.a, part.b, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    enc = tokenizer(part.first, part.second, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     out = {k: v.to(device) for k, v in enc.items()}
-    out["labels"] = torch.as_tensor(part.y).to(device)
+    out["labels"] = torch.as_tensor(part.labels).to(device)
     return out
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+def text_task_loss(
+    logits: torch.Tensor,  # the model's outputs (batch × outputs)
+    labels: torch.Tensor,  # the targets
+    task: str,  # regression or classification
+) -> torch.Tensor:
     "Square loss on the single output (regression) or cross-entropy (classification)."
     return (
         F.mse_loss(logits[:, 0].float(), labels.float())
@@ -94,7 +110,11 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Te
     )
 
 
-def metrics(pred: np.ndarray, y: np.ndarray, task: str) -> dict:
+def metrics(
+    pred: np.ndarray,  # predicted scores (regression) or classes (classification)
+    y: np.ndarray,  # the true targets
+    task: str,  # regression or classification
+) -> dict:
     "Pearson and Spearman (regression) or accuracy and MCC (classification)."
     if task == "regression":
         pearson = float(np.corrcoef(pred, y)[0, 1]) if pred.std() > 0 else float("nan")
@@ -107,12 +127,18 @@ def metrics(pred: np.ndarray, y: np.ndarray, task: str) -> dict:
 
 
 def _logits(model, batch):
+    "The model's logits on an encoded batch (its labels left out)."
     return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
 
 @torch.no_grad()
 def evaluate_model(
-    model: nn.Module, tokenizer, data: TextTask, batch_size: int = 64, max_length: int = 128, device="cpu"
+    model: nn.Module,  # evaluated in eval mode (its mode is restored)
+    tokenizer,  # a Hugging Face tokenizer
+    data: TextTask,  # the evaluation examples
+    batch_size: int = 64,  # examples per forward pass
+    max_length: int = 128,  # tokens per sequence
+    device="cpu",  # where the model is
 ) -> dict:
     "Metrics of the model on the whole of `data`."
     was = model.training
@@ -122,18 +148,19 @@ def evaluate_model(
         logits = _logits(model, encode(tokenizer, data, idx, max_length, device)).float().cpu()
         preds.append(logits[:, 0].numpy() if data.task == "regression" else logits.argmax(1).numpy())
     model.train(was)
-    return metrics(np.concatenate(preds), data.y, data.task)
+    return metrics(np.concatenate(preds), data.labels, data.task)
 
 # %% ../nbs/21_finetune.ipynb #fe4333cf
 MINILM = "all-MiniLM-L6-v2"
+_NOT_FOUND = "is not a local path, not in the Hugging Face cache and could not be downloaded"
 
 
 def load_encoder(
     name: str = MINILM,  # all-MiniLM-L6-v2 (bundled, offline) or a Hugging Face name or path
-    num_labels: int = 1,
-    seed: int = 0,
-    offline: bool | None = None,
-):  # only local files (None: unless HF_HUB_OFFLINE says otherwise, try the network too)
+    num_labels: int = 1,  # outputs of the new head
+    seed: int = 0,  # seed of the new head's initialisation
+    offline: bool | None = None,  # only local files (None: unless HF_HUB_OFFLINE says otherwise, try the network)
+):
     "A sequence-classification model (new head, seeded) and its tokenizer."
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -150,9 +177,7 @@ def load_encoder(
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(path, "config.json"), str):
-            raise ValueError(
-                f"model {name!r} is not a local path, not in the Hugging Face cache and could not be downloaded (offline)"
-            )
+            raise ValueError(f"model {name!r} {_NOT_FOUND} (offline)")
     torch.manual_seed(seed)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -160,13 +185,16 @@ def load_encoder(
         )
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
     except (OSError, ValueError) as e:
-        raise ValueError(
-            f"model {name!r} is not a local path, not in the Hugging Face cache and could not be downloaded ({str(e).splitlines()[0]})"
-        ) from None
+        raise ValueError(f"model {name!r} {_NOT_FOUND} ({str(e).splitlines()[0]})") from None
     return model, tokenizer
 
 
-def peft_lora(model: nn.Module, targets="all-dense", rank: int = 8, train: tuple[str, ...] = ("classifier",)):
+def peft_lora(
+    model: nn.Module,  # the model to adapt
+    targets="all-dense",  # a preset or regular expressions, as for `dlr_nb.lora.inject`
+    rank: int = 8,  # r
+    train: tuple[str, ...] = ("classifier",),  # modules trained in full (peft's modules_to_save)
+):
     "Vanilla LoRA from peft on the same targets: rank r, α = r (scaling 1), Gaussian A and zero B, no dropout."
     from peft import LoraConfig, get_peft_model
 
@@ -181,31 +209,43 @@ def peft_lora(model: nn.Module, targets="all-dense", rank: int = 8, train: tuple
     return get_peft_model(model, config)
 
 # %% ../nbs/21_finetune.ipynb #9dee8915
-ADAPTERS = ("LoRA (peft)", "Deep LoRA narrow", "Deep LoRA wide", "Deep LoRA compressed")
+ADAPTERS = ("lora", "deep-narrow", "deep-wide", "deep-compressed")
+ADAPTER_LABELS = {
+    "lora": "LoRA (peft)",
+    "deep-narrow": "Deep LoRA narrow",
+    "deep-wide": "Deep LoRA wide",
+    "deep-compressed": "Deep LoRA compressed",
+}
 
 
 def adapted_model(
-    model: nn.Module, kind: str, targets="all-dense", rank: int = 8, seed: int = 0, loss_fn=None
-) -> tuple[nn.Module, float]:  # loss_fn(model) → loss of one batch, for compression
+    model: nn.Module,  # adapted in place
+    kind: str,  # one of ADAPTERS
+    targets="all-dense",  # a preset or regular expressions, as for `dlr_nb.lora.inject`
+    rank: int = 8,  # r
+    seed: int = 0,  # seed of the Deep LoRA factors
+    loss_fn=None,  # loss_fn(model) → loss of one batch, for compression
+) -> tuple[nn.Module, float]:
     "Put the adapter `kind` on `model` (in place); returns the model and the compression time in seconds."
     import time
-    from dlr_nb.lora import compress, inject
 
     check_choice("kind", kind, ADAPTERS)
-    if kind == "LoRA (peft)":
+    if kind == "lora":
         return peft_lora(model, targets, rank), 0.0
-    inject(model, targets, rank=rank, depth=3, width=None if kind == "Deep LoRA narrow" else "wide", seed=seed)
-    if kind != "Deep LoRA compressed":
+    inject(model, targets, rank=rank, depth=3, width=None if kind == "deep-narrow" else "wide", seed=seed)
+    if kind != "deep-compressed":
         return model, 0.0
     if loss_fn is None:
         raise ValueError("loss_fn: compression needs the loss of one training batch")
     start = time.perf_counter()
-    compress(model, loss_fn, rank)
+    compress_adapters(model, loss_fn, rank)
     return model, time.perf_counter() - start
 
 # %% ../nbs/21_finetune.ipynb #ec84e11f
 @dataclass
 class FinetuneConfig:
+    "The optimisation settings of `finetune`."
+
     steps: int = 500  # optimizer steps
     batch_size: int = 16  # global batch size
     lr: float = 1e-4  # AdamW learning rate
@@ -214,7 +254,7 @@ class FinetuneConfig:
     outer_lr_ratio: float = 1.0  # γ: learning-rate ratio of trainable left/right bases of compressed adapters
     max_length: int = 128  # tokens per sequence
     eval_every: int = 0  # evaluate every this many steps (0: only at the end)
-    eval_batch_size: int = 64
+    eval_batch_size: int = 64  # examples per forward pass when evaluating
     bf16: bool = True  # autocast to bf16 on CUDA
     seed: int = 0  # order of the batches
 
@@ -227,7 +267,9 @@ class FinetuneConfig:
         check_range("outer_lr_ratio", self.outer_lr_ratio, 0)
 
 
-def distributed_context(device: torch.device) -> tuple[int, int]:
+def distributed_context(
+    device: torch.device,  # the device of this process (NCCL on CUDA, gloo otherwise)
+) -> tuple[int, int]:
     "(rank, world size); initialises the process group under torchrun."
     import torch.distributed as dist
 
@@ -236,7 +278,10 @@ def distributed_context(device: torch.device) -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
+def adapter_optimizer(
+    model: nn.Module,  # a model with adapters (its trainable parameters are optimised)
+    config: FinetuneConfig,  # lr, adam_eps and outer_lr_ratio
+) -> torch.optim.Optimizer:
     "AdamW over the trainable parameters; trainable left/right bases at γ·lr."
     outer = {id(p) for p in outer_parameters(model)}
     main = [p for p in model.parameters() if p.requires_grad and id(p) not in outer]
@@ -249,50 +294,51 @@ def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Opti
 
 # %% ../nbs/21_finetune.ipynb #d7af02fb
 def finetune(
-    model: nn.Module,
-    tokenizer,
-    train: TextTask,
-    config: FinetuneConfig = FinetuneConfig(),
+    model: nn.Module,  # a model with adapters (or any model: its trainable parameters are trained)
+    tokenizer,  # a Hugging Face tokenizer
+    train: TextTask,  # the training examples
+    config: FinetuneConfig | None = None,  # optimisation settings (None: FinetuneConfig())
     eval_data: TextTask | None = None,  # evaluated every eval_every steps and at the end
-    device: str | torch.device = "auto",
+    device: str | torch.device = "auto",  # auto, cpu, cuda, cuda:N or mps
     checkpoint: str | Path | None = None,  # folder for the adapters (safetensors) at the end
-    show_progress: bool | None = None,
-    callback=None,
-) -> list[dict]:  # callback(step, model) at step 0 and after every step (e.g. an UpdateTracker)
+    show_progress: bool | None = None,  # a progress bar (None: on the first process only)
+    callback=None,  # callback(step, model) at step 0 and after every step (e.g. an UpdateTracker)
+) -> list[dict]:
     "Fine-tune the trainable parameters on `train`; returns the log (step, loss, seconds, metrics)."
     import time
     from torch.nn.parallel import DistributedDataParallel
 
+    config = FinetuneConfig() if config is None else config
     dev = resolve_device(device)
     model.to(dev)
     rank, world = distributed_context(dev)
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {world} processes")
-    net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if world > 1 else model
-    opt = make_optimizer(model, config)
+    net = model
+    if world > 1:
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    opt = adapter_optimizer(model, config)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, (lambda s: 1.0) if config.schedule == "constant" else (lambda s: max(0.0, 1 - s / config.steps))
     )
-    g, order, log, start = np.random.default_rng(config.seed), np.array([], dtype=int), [], time.perf_counter()
+    g, order, log = np.random.default_rng(config.seed), np.array([], dtype=int), []
+    start = time.perf_counter()
     net.train()
     if callback is not None:
         callback(0, model)
-    for step in progress(
-        range(1, config.steps + 1), desc="steps", disable=(rank != 0) if show_progress is None else not show_progress
-    ):
+    hide = (rank != 0) if show_progress is None else not show_progress
+    for step in progress(range(1, config.steps + 1), desc="steps", disable=hide):
         while len(order) < config.batch_size:
             order = np.concatenate([order, g.permutation(len(train))])
         idx, order = order[: config.batch_size], order[config.batch_size :]
         batch = encode(tokenizer, train, idx[rank::world], config.max_length, dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and config.bf16):
-            loss = task_loss(_logits(net, batch), batch["labels"], train.task)
+            loss = text_task_loss(_logits(net, batch), batch["labels"], train.task)
+        value = check_loss(loss.detach(), step, advice=f"lower the learning rate (lr {config.lr:g})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise ArithmeticError(f"the loss became {value} at step {step}; lower lr")
         row = {"step": step, "loss": value, "seconds": time.perf_counter() - start}
         if (
             eval_data is not None
@@ -311,32 +357,97 @@ def finetune(
     return log
 
 # %% ../nbs/21_finetune.ipynb #bea041cc
-def batch_loss(tokenizer, data: TextTask, size: int = 16, max_length: int = 128, device="cpu"):
+def batch_loss(
+    tokenizer,  # a Hugging Face tokenizer
+    data: TextTask,  # the training examples
+    size: int = 16,  # examples in the batch, from the first
+    max_length: int = 128,  # tokens per sequence
+    device="cpu",  # where the batch goes
+):
     "loss_fn(model): the loss on the first `size` examples of `data` (the batch compression looks at)."
     batch = encode(tokenizer, data, np.arange(min(size, len(data))), max_length, device)
-    return lambda model: task_loss(_logits(model, batch), batch["labels"], data.task)
+    return lambda model: text_task_loss(_logits(model, batch), batch["labels"], data.task)
 
 
 def fewshot_trial(
-    base: nn.Module,
-    tokenizer,
+    base: nn.Module,  # the pretrained model (left untouched: a copy is adapted)
+    tokenizer,  # a Hugging Face tokenizer
     kind: str,  # one of ADAPTERS
-    train: TextTask,
-    eval_data: TextTask | None,
-    config: FinetuneConfig,
-    targets="all-dense",
-    rank: int = 8,
-    device="auto",
-    callback=None,
-) -> tuple[nn.Module, list[dict]]:  # callback(step, model), as in finetune
+    train: TextTask,  # the training examples
+    eval_data: TextTask | None,  # evaluated at the end
+    config: FinetuneConfig,  # optimisation settings; config.seed also seeds the adapters
+    targets="all-dense",  # a preset or regular expressions, as for `dlr_nb.lora.inject`
+    rank: int = 8,  # r
+    device="auto",  # auto, cpu, cuda, cuda:N or mps
+    callback=None,  # callback(step, model), as in finetune
+) -> tuple[nn.Module, list[dict]]:
     "Fine-tune a fresh copy of `base` with adapter `kind` (seeded by config.seed); returns the model and the log."
     import copy
 
     dev = resolve_device(device)
-    loss_fn = (
-        batch_loss(tokenizer, train, config.batch_size, config.max_length, dev)
-        if kind == "Deep LoRA compressed"
-        else None
-    )
+    loss_fn = None
+    if kind == "deep-compressed":
+        loss_fn = batch_loss(tokenizer, train, config.batch_size, config.max_length, dev)
     model, _ = adapted_model(copy.deepcopy(base).to(dev), kind, targets, rank, config.seed, loss_fn)
     return model, finetune(model, tokenizer, train, config, eval_data, dev, show_progress=False, callback=callback)
+
+# %% ../nbs/21_finetune.ipynb #6044b7e0
+def train_steps(
+    kind: str,  # one of ADAPTERS
+    model_name: str = MINILM,  # as for `load_encoder`: the bundled MiniLM, a Hugging Face name or a local path
+    targets="all-dense",  # a preset or regular expressions, as for `dlr_nb.lora.inject`
+    rank: int = 8,  # r
+    samples: int = 16,  # STS-B training examples drawn; the batch is the first 16 of them
+    seed: int = 0,  # seed of the examples, the head and the adapters
+    lr: float = 1e-4,  # AdamW learning rate
+    device="cpu",  # auto, cpu, cuda, cuda:N or mps
+    steps: int = 3,  # training steps on the batch
+) -> list[float]:
+    "Load `model_name`, put the adapter `kind` on it and take `steps` AdamW steps on one STS-B batch; the losses."
+    import ctypes
+    import gc
+
+    check_range("steps", steps, 1)
+    dev = resolve_device(device)
+    model, tokenizer = load_encoder(model_name, num_labels=1, seed=seed)
+    model.to(dev)
+    loss_fn = batch_loss(tokenizer, few_shot(load_task("stsb"), samples, seed=seed), 16, device=dev)
+    model, _ = adapted_model(model, kind, targets, rank, seed, loss_fn)
+    model.train()
+    opt = adapter_optimizer(model, FinetuneConfig(lr=lr))
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand the memory freed after compression back to the system (glibc)
+    except (OSError, AttributeError):
+        pass
+    losses = []
+    for step in range(1, steps + 1):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model)
+        losses.append(check_loss(loss.detach(), step, advice=f"lower the learning rate (lr {lr:g})"))
+        loss.backward()
+        opt.step()
+    return losses
+
+# %% ../nbs/21_finetune.ipynb #d97171e8
+def forward_seconds(
+    models: dict[str, nn.Module],  # the models compared, by name
+    batch: dict,  # the keyword inputs of one forward pass
+    repeat: int = 10,  # timed rounds (each model once per round)
+    warmup: int = 2,  # untimed rounds first
+    device: str | torch.device | None = None,  # synchronize this device around each timed pass
+) -> dict[str, float]:
+    "Median seconds of one forward pass of each model on `batch`, timed in interleaved rounds, without gradients."
+    check_range("repeat", repeat, 1)
+    check_range("warmup", warmup, 0)
+    times = {name: [] for name in models}
+    with torch.no_grad():
+        for _ in range(warmup):
+            for net in models.values():
+                net(**batch)
+        for _ in range(repeat):
+            for name, net in models.items():
+                with Timer(device) as t:
+                    net(**batch)
+                times[name].append(t.seconds)
+    return {name: float(np.median(t)) for name, t in times.items()}

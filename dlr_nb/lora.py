@@ -4,17 +4,19 @@
 
 # %% ../nbs/20_deep_lora.ipynb #1e7ed43c
 from __future__ import annotations
-import json, math, re
+import json
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .core import atomic_write_text, check_choice, check_range, check_type
+from .lowrank import chain_product, gradient_subspace_basis
 
 # %% auto #0
 __all__ = ['PRESETS', 'DeepLoraLinear', 'target_modules', 'adapters', 'trainable_report', 'inject', 'merge_and_unload',
-           'compress_layer', 'compress', 'outer_parameters', 'save_adapters', 'load_adapters']
+           'compress_layer', 'compress_adapters', 'outer_parameters', 'save_adapters', 'load_adapters']
 
 # %% ../nbs/20_deep_lora.ipynb #b23f745c
 class DeepLoraLinear(nn.Module):
@@ -22,7 +24,7 @@ class DeepLoraLinear(nn.Module):
 
     def __init__(
         self,
-        base_layer: nn.Linear,
+        base_layer: nn.Linear,  # the frozen layer W_0 (m × n) that the adapter wraps
         rank: int = 8,  # r: the rank of the update
         depth: int = 3,  # L ≥ 2 factors (2: vanilla LoRA)
         width: int | str | None = None,  # inner width: None (= rank, narrow), "wide" (the smaller side) or an int
@@ -30,8 +32,8 @@ class DeepLoraLinear(nn.Module):
         epsilon: float = 1e-3,  # ε of the orthogonal initialisation
         scaling: float = 1.0,  # s (the reference uses 1: no α/r)
         dropout: float = 0.0,  # dropout on the adapter's input
-        seed: int | None = None,
-    ):  # initialisation seed (the caller's random stream is untouched)
+        seed: int | None = None,  # initialisation seed (the caller's random stream is untouched)
+    ):
         super().__init__()
         check_type("base_layer", base_layer, nn.Linear)
         m, n = base_layer.out_features, base_layer.in_features
@@ -68,58 +70,45 @@ class DeepLoraLinear(nn.Module):
             return nn.init.orthogonal_(W) * self.epsilon
         return nn.init.normal_(W, std=1 / self.rank) if i == 0 else W.zero_()
 
-# %% ../nbs/20_deep_lora.ipynb #2e14cc2a
-def _chain(factors) -> torch.Tensor:
-    "W_L ⋯ W_1 of a list [W_1, ..., W_L]."
-    out = factors[0]
-    for W in factors[1:]:
-        out = W @ out
-    return out
+    def get_delta_weight(self) -> torch.Tensor:
+        "ΔW scaled by s (m × n)."
+        inner = chain_product(list(self.lora_factors))
+        if self.compressed:
+            inner = self.lora_left @ inner @ self.lora_right.T
+        return self.scaling * inner
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        "W_0x + s·ΔWx, the factors applied to the activations one after another (ΔW is never formed)."
+        out = self.base_layer(x)
+        if self.merged:
+            return out
+        h = self.dropout(x).to(self.lora_factors[0].dtype)
+        if self.compressed:
+            h = h @ self.lora_right
+        for W in self.lora_factors:
+            h = h @ W.T
+        if self.compressed:
+            h = h @ self.lora_left.T
+        return out + (self.scaling * h).to(out.dtype)
 
-def _delta_weight(self) -> torch.Tensor:
-    "ΔW scaled by s (m × n)."
-    inner = _chain(list(self.lora_factors))
-    if self.compressed:
-        inner = self.lora_left @ inner @ self.lora_right.T
-    return self.scaling * inner
+    @torch.no_grad()
+    def merge(self):
+        "Add ΔW into the base weight (inference at the base layer's cost)."
+        if not self.merged:
+            self.base_layer.weight += self.get_delta_weight().to(self.base_layer.weight.dtype)
+            self.merged = True
 
+    @torch.no_grad()
+    def unmerge(self):
+        "Subtract ΔW from the base weight again."
+        if self.merged:
+            self.base_layer.weight -= self.get_delta_weight().to(self.base_layer.weight.dtype)
+            self.merged = False
 
-def _forward(self, x: torch.Tensor) -> torch.Tensor:
-    out = self.base_layer(x)
-    if self.merged:
-        return out
-    h = self.dropout(x).to(self.lora_factors[0].dtype)
-    if self.compressed:
-        h = h @ self.lora_right
-    for W in self.lora_factors:
-        h = h @ W.T
-    if self.compressed:
-        h = h @ self.lora_left.T
-    return out + (self.scaling * h).to(out.dtype)
-
-
-@torch.no_grad()
-def _merge(self):
-    "Add ΔW into the base weight (inference at the base layer's cost)."
-    if not self.merged:
-        self.base_layer.weight += self.get_delta_weight().to(self.base_layer.weight.dtype)
-        self.merged = True
-
-
-@torch.no_grad()
-def _unmerge(self):
-    "Subtract ΔW from the base weight again."
-    if self.merged:
-        self.base_layer.weight -= self.get_delta_weight().to(self.base_layer.weight.dtype)
-        self.merged = False
-
-
-DeepLoraLinear.get_delta_weight, DeepLoraLinear.forward = _delta_weight, _forward
-DeepLoraLinear.merge, DeepLoraLinear.unmerge = _merge, _unmerge
-DeepLoraLinear.extra_repr = lambda self: (
-    f"rank={self.rank}, depth={self.depth}, width={self.width}, init={self.init}, compressed={self.compressed}"
-)
+    def extra_repr(self) -> str:
+        return (
+            f"rank={self.rank}, depth={self.depth}, width={self.width}, init={self.init}, compressed={self.compressed}"
+        )
 
 # %% ../nbs/20_deep_lora.ipynb #232050ec
 PRESETS = {
@@ -133,7 +122,10 @@ PRESETS = {
 }
 
 
-def target_modules(model: nn.Module, targets: str | list[str]) -> list[str]:
+def target_modules(
+    model: nn.Module,  # the model whose linear layers are searched
+    targets: str | list[str],  # a preset (all-dense, attention-mlp, only-query-value) or regular expressions
+) -> list[str]:
     "Names of the nn.Linear modules that `targets` (a preset or regular expressions) selects."
     linear = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and not isinstance(m, DeepLoraLinear)}
     if targets == "all-dense":
@@ -151,16 +143,21 @@ def target_modules(model: nn.Module, targets: str | list[str]) -> list[str]:
 
 
 def _set_module(model: nn.Module, name: str, module: nn.Module):
+    "Replace the submodule `name` of `model` by `module`."
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 # %% ../nbs/20_deep_lora.ipynb #49227b6d
-def adapters(model: nn.Module) -> dict[str, DeepLoraLinear]:
+def adapters(
+    model: nn.Module,  # any model
+) -> dict[str, DeepLoraLinear]:
     "The model's adapter layers by name."
     return {n: m for n, m in model.named_modules() if isinstance(m, DeepLoraLinear)}
 
 
-def trainable_report(model: nn.Module) -> dict:
+def trainable_report(
+    model: nn.Module,  # any model
+) -> dict:
     "Counts of adapted layers, trainable and total parameters."
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -173,13 +170,12 @@ def trainable_report(model: nn.Module) -> dict:
 
 
 def inject(
-    model: nn.Module,
-    targets: str
-    | list[str] = "all-dense",  # a preset (all-dense, attention-mlp, only-query-value) or regular expressions
+    model: nn.Module,  # adapted in place
+    targets: str | list[str] = "all-dense",  # a preset (all-dense, attention-mlp, only-query-value) or regexes
     train: list[str] = (r"classifier", r"score"),  # regular expressions of modules left trainable (e.g. a new head)
     seed: int = 0,  # adapters are seeded by seed + their index
-    **adapter,
-) -> dict:  # DeepLoraLinear arguments: rank, depth, width, init, epsilon, scaling, dropout
+    **adapter,  # DeepLoraLinear arguments: rank, depth, width, init, epsilon, scaling, dropout
+) -> dict:
     "Wrap the targeted linear layers in DeepLoraLinear adapters, freeze the rest, and report the counts."
     names = target_modules(model, targets)
     for n, p in model.named_parameters():
@@ -190,7 +186,9 @@ def inject(
 
 # %% ../nbs/20_deep_lora.ipynb #7e3097a8
 @torch.no_grad()
-def merge_and_unload(model: nn.Module) -> nn.Module:
+def merge_and_unload(
+    model: nn.Module,  # a model with adapters (changed in place)
+) -> nn.Module:
     "Merge every adapter into its base layer and replace it by that layer."
     for name, layer in adapters(model).items():
         layer.merge()
@@ -198,15 +196,13 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     return model
 
 # %% ../nbs/20_deep_lora.ipynb #c3870e48
-def _orth(A: torch.Tensor, r: int) -> torch.Tensor:
-    "An orthonormal basis of r columns for the span of A's columns."
-    Q, _ = torch.linalg.qr(A.double())
-    return Q[:, :r]
-
-
 @torch.no_grad()
-def compress_layer(layer: DeepLoraLinear, rank: int, train_outer: bool = False) -> DeepLoraLinear:
-    "Compress a wide adapter whose factors hold their step-0 gradients (see `compress`)."
+def compress_layer(
+    layer: DeepLoraLinear,  # a wide adapter whose factors hold their step-0 gradients
+    rank: int,  # r (even): the compressed width, k = r/2 gradient directions
+    train_outer: bool = False,  # whether left/right are trainable (γ > 0)
+) -> DeepLoraLinear:
+    "Compress a wide adapter whose factors hold their step-0 gradients (see `compress_adapters`)."
     check_type("rank", rank, int)
     check_range("rank", rank, 2)
     if rank % 2:
@@ -219,24 +215,26 @@ def compress_layer(layer: DeepLoraLinear, rank: int, train_outer: bool = False) 
     m, n, w, eps, L = WL.shape[0], W1.shape[1], layer.width, layer.epsilon, layer.depth
     if rank > w:
         raise ValueError(f"rank {rank} is larger than the adapter's width {w}")
-    dW = _chain([W.double() for W in layer.lora_factors])
+    dW = chain_product([W.double() for W in layer.lora_factors])
     if w == n and W1.grad is not None:  # right side: the first factor is square
-        U, _, Vh = torch.linalg.svd(W1.grad.double())
-        right = _orth(torch.cat([Vh[: rank // 2].T, W1.double().T @ U[:, : rank // 2] / eps], 1), rank)
+        right = gradient_subspace_basis(W1.double(), W1.grad.double(), eps, rank // 2)
         left = dW @ right / eps**L
     elif w == m and WL.grad is not None:  # output side: the construction on ΔWᵀ
-        U, _, Vh = torch.linalg.svd(WL.grad.double())
-        left = _orth(torch.cat([U[:, : rank // 2], WL.double() @ Vh[: rank // 2].T / eps], 1), rank)
+        left = gradient_subspace_basis(WL.double(), WL.grad.double(), eps, rank // 2, side="left")
         right = dW.T @ left / eps**L
     else:
         raise ValueError(
-            "compress needs a wide adapter (width equal to a side of the layer) whose factors hold the gradient of one batch"
+            "compress_adapters needs a wide adapter (width equal to a side of the layer) "
+            "whose factors hold the gradient of one batch"
         )
     return _set_compressed(layer, left.to(W1.dtype), right.to(W1.dtype), train_outer)
 
 
 def _set_compressed(
-    layer: DeepLoraLinear, left: torch.Tensor, right: torch.Tensor, train_outer: bool = False
+    layer: DeepLoraLinear,  # the adapter, changed in place
+    left: torch.Tensor,  # m × r output basis
+    right: torch.Tensor,  # n × r input basis
+    train_outer: bool = False,  # whether left/right are trainable
 ) -> DeepLoraLinear:
     "Give the layer the compressed form left · W̃_L⋯W̃_1 · rightᵀ with W̃_ℓ = ε I_r."
     r = left.shape[1]
@@ -248,12 +246,12 @@ def _set_compressed(
     return layer
 
 # %% ../nbs/20_deep_lora.ipynb #3a8170a7
-def compress(
-    model: nn.Module,
+def compress_adapters(
+    model: nn.Module,  # a model with wide adapters (see `inject`), compressed in place
     loss_fn,  # loss_fn(model) → the loss of one training batch
     rank: int,  # r (even)
-    train_outer: bool = False,
-) -> dict:  # whether left/right are trainable (γ > 0)
+    train_outer: bool = False,  # whether left/right are trainable (γ > 0)
+) -> dict:
     "Compress every wide adapter of `model` from the gradient of one batch, with dropout off."
     layers = adapters(model)
     if not layers:
@@ -274,12 +272,19 @@ def compress(
     return trainable_report(model)
 
 
-def outer_parameters(model: nn.Module) -> list[nn.Parameter]:
+def outer_parameters(
+    model: nn.Module,  # a model with adapters
+) -> list[nn.Parameter]:
     "The left/right bases of compressed adapters (trained at γ·lr when train_outer)."
-    return [p for m in adapters(model).values() if m.compressed for p in (m.lora_left, m.lora_right) if p.requires_grad]
+    layers = [m for m in adapters(model).values() if m.compressed]
+    return [p for m in layers for p in (m.lora_left, m.lora_right) if p.requires_grad]
 
 # %% ../nbs/20_deep_lora.ipynb #a4e28bb1
-def save_adapters(model: nn.Module, folder: str | Path, extra: dict | None = None) -> Path:
+def save_adapters(
+    model: nn.Module,  # a model with adapters
+    folder: str | Path,  # written (created if needed)
+    extra: dict | None = None,  # more entries for adapter_config.json
+) -> Path:
     "Write adapter_model.safetensors and adapter_config.json of the model's adapters and trainable modules."
     from safetensors.torch import save_file
 
@@ -313,7 +318,10 @@ def save_adapters(model: nn.Module, folder: str | Path, extra: dict | None = Non
     return folder
 
 
-def load_adapters(model: nn.Module, folder: str | Path) -> nn.Module:
+def load_adapters(
+    model: nn.Module,  # a fresh copy of the model the adapters were saved from (changed in place)
+    folder: str | Path,  # written by `save_adapters`
+) -> nn.Module:
     "Re-create the saved adapters on `model` and load their tensors (names and shapes checked)."
     from safetensors.torch import load_file
 
@@ -330,7 +338,8 @@ def load_adapters(model: nn.Module, folder: str | Path) -> nn.Module:
             raise ValueError(f"the adapters were saved for another model: it has no module {name!r}") from None
         if not isinstance(base, nn.Linear) or [base.out_features, base.in_features] != c["shape"]:
             raise ValueError(
-                f"the adapters were saved for another model: {name!r} should be a {c['shape'][0]}×{c['shape'][1]} linear layer"
+                f"the adapters were saved for another model: {name!r} should be a "
+                f"{c['shape'][0]}×{c['shape'][1]} linear layer"
             )
         layer = DeepLoraLinear(
             base,

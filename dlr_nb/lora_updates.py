@@ -9,12 +9,16 @@ from torch import nn
 
 from .core import check_range
 from .lora import adapters
+from .lowrank import subspace_similarity
 
 # %% auto #0
-__all__ = ['delta_weights', 'numerical_rank', 'subspace_similarity', 'UpdateTracker']
+__all__ = ['delta_weights', 'UpdateTracker']
 
 # %% ../nbs/22_lora_updates.ipynb #e3b182ee
-def delta_weights(model: nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+def delta_weights(
+    model: nn.Module,  # a model with Deep LoRA adapters or a peft LoRA model
+    adapter_name: str = "default",  # the peft adapter read
+) -> dict[str, torch.Tensor]:
     "ΔW (detached, float32) of every adapted linear layer, Deep LoRA or peft LoRA, by module name."
     out = {n: a.get_delta_weight().detach().float() for n, a in adapters(model).items()}
     try:
@@ -26,19 +30,6 @@ def delta_weights(model: nn.Module, adapter_name: str = "default") -> dict[str, 
             out[n.removeprefix("base_model.model.")] = m.get_delta_weight(adapter_name).detach().float()
     return out
 
-# %% ../nbs/22_lora_updates.ipynb #6e86f46f
-def numerical_rank(W: torch.Tensor, tol: float = 1e-3) -> int:
-    "The number of singular values of W above tol."
-    check_range("tol", tol, 0)
-    return int((torch.linalg.svdvals(W.float()) > tol).sum())
-
-
-def subspace_similarity(U: torch.Tensor, V: torch.Tensor) -> float:
-    "Mean squared cosine of the principal angles between span U and span V (orthonormal columns)."
-    if U.shape != V.shape:
-        raise ValueError(f"U and V must have the same shape; got {tuple(U.shape)} and {tuple(V.shape)}")
-    return float((U.T.double() @ V.double()).pow(2).sum() / U.shape[1])
-
 # %% ../nbs/22_lora_updates.ipynb #1756b2f8
 class UpdateTracker:
     "Record the top singular values and top-k singular subspace of every ΔW every few steps."
@@ -47,8 +38,8 @@ class UpdateTracker:
         self,
         every: int = 10,  # record every this many steps (and at step 0 when called with step 0)
         k: int = 4,  # size of the tracked subspace
-        top: int = 8,
-    ):  # singular values kept per layer
+        top: int = 8,  # singular values kept per layer
+    ):
         check_range("every", every, 1)
         check_range("k", k, 1)
         check_range("top", top, 1)
@@ -56,7 +47,12 @@ class UpdateTracker:
         self.steps, self.values, self.bases = [], [], []  # per record: step, {layer: top singular values}, {layer: U}
 
     @torch.no_grad()
-    def __call__(self, step: int, model: nn.Module):
+    def __call__(
+        self,
+        step: int,  # the training step (recorded when a multiple of `every`)
+        model: nn.Module,  # the model being trained
+    ):
+        "Record the top singular values and subspaces of the model's updates at `step`."
         if step % self.every:
             return
         values, bases = {}, {}
