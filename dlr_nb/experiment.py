@@ -21,20 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from dlr_nb.core import (
-    atomic_write_text,
-    benchmark,
-    check_choice,
-    check_range,
-    find_repo_root,
-    resolve_device,
-    resolve_dtype,
-)
+from .core import atomic_write_text, check_choice, find_repo_root, resolve_device
+from .environment import environment_info
 
 # %% auto #0
 __all__ = ['VERDICTS', 'KINDS', 'PROFILES', 'RESULTS_SCHEMA', 'evaluate_criterion', 'interval_verdict', 'plain', 'make_claim',
-           'results_dir', 'git_commit', 'device_name', 'environment_info', 'blas_report', 'system_report',
-           'matmul_gflops', 'validate_results', 'read_results', 'from_profile', 'notebook_parameters', 'ExperimentRun']
+           'results_dir', 'validate_results', 'read_results', 'from_profile', 'notebook_parameters', 'ExperimentRun']
 
 # %% ../nbs/03_experiment.ipynb #5ce87dd7
 _COMPARE = {
@@ -168,105 +160,6 @@ def results_dir(
         return Path(os.environ["DLR_RESULTS_DIR"])
     root = Path(root) if root else find_repo_root()
     return (root / "book" / "results") if root else Path.cwd() / "results"
-
-# %% ../nbs/03_experiment.ipynb #8fcdac83
-def git_commit(root: str | Path | None = None) -> str:
-    "Short hash of the checkout's HEAD, with `+dirty` when tracked files changed; `unknown` outside git."
-    root = root or find_repo_root() or Path.cwd()
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        if head.returncode != 0:
-            return "unknown"
-        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-        return head.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def device_name(device: str | torch.device = "auto") -> str:
-    "A human name for `device`: the GPU model, or the CPU's model and core count."
-    device = resolve_device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model} ({os.cpu_count()} cores)"
-
-
-def environment_info(device: str | torch.device = "auto") -> dict:
-    "Versions and device of this run, as recorded in every results JSON."
-    import dlr_nb
-
-    dev = resolve_device(device)
-    return {
-        "dlr_nb": dlr_nb.__version__,
-        "git": git_commit(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "device": str(dev),
-        "device_name": device_name(dev),
-    }
-
-# %% ../nbs/03_experiment.ipynb #5fa8e2fb
-def _runtime_blas() -> str:
-    "The BLAS libraries loaded at run time, as threadpoolctl reports them."
-    from threadpoolctl import threadpool_info
-
-    found = [
-        f"{i['internal_api']} {i.get('version') or ''} ({i['num_threads']} threads)".replace("  ", " ")
-        for i in threadpool_info()
-        if i.get("user_api") == "blas"
-    ]
-    return "; ".join(found)
-
-
-def blas_report() -> dict:
-    "The BLAS libraries of numpy and torch: build configuration and, where threadpoolctl is present, run time."
-    out = {"torch_threads": torch.get_num_threads()}
-    with contextlib.suppress(Exception):
-        deps = np.show_config(mode="dicts")["Build Dependencies"]
-        out["numpy_blas"] = f"{deps['blas']['name']} {deps['blas'].get('version', '')}".strip()
-    cfg = torch.__config__.show()
-    m = re.search(r"BLAS_INFO=(\w+)", cfg)
-    out["torch_blas"] = m.group(1) if m else ("mkl" if "MKL" in cfg else "unknown")
-    with contextlib.suppress(Exception):
-        out["runtime_blas"] = _runtime_blas()
-    return out
-
-# %% ../nbs/03_experiment.ipynb #72ca3048
-def system_report(device: str | torch.device = "auto") -> dict:
-    "Everything `environment_info` records plus OS, BLAS, threads and, on CUDA, the GPU's memory and CUDA version."
-    dev = resolve_device(device)
-    out = {**environment_info(dev), "os": platform.platform(), "cpu_count": os.cpu_count(), **blas_report()}
-    if dev.type == "cuda":
-        props = torch.cuda.get_device_properties(dev)
-        out.update(cuda=torch.version.cuda, gpu_memory_gib=round(props.total_memory / 2**30, 1))
-    return out
-
-
-def matmul_gflops(
-    n: int,  # matrix size
-    dtype: str | torch.dtype = "float32",  # element type
-    device: str | torch.device = "auto",  # where to multiply
-    repeat: int = 5,  # timed repetitions (median)
-    seed: int = 0,  # for the random matrices
-) -> float:
-    "Measured throughput of an n×n by n×n matrix product in GFLOP/s (median of `repeat`)."
-    check_range("n", n, 1)
-    dev, dt = resolve_device(device), resolve_dtype(dtype)
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    a, b = (torch.randn(n, n, generator=g, dtype=dt).to(dev) for _ in range(2))
-    seconds = benchmark(lambda: a @ b, repeat=repeat, warmup=1, device=dev)
-    return 2 * n**3 / seconds / 1e9
 
 # %% ../nbs/03_experiment.ipynb #82f6bb2a
 PROFILES = ("smoke", "cpu", "paper")

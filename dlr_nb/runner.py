@@ -20,8 +20,9 @@ from typing import Any
 
 import nbformat
 
-from .core import DEVICE_PATTERN, atomic_write_text, find_repo_root
+from .core import DEVICE_PATTERN, find_repo_root
 from .experiment import PROFILES, read_results
+from .store import cache_key, is_cached, library_hash, publish
 from dlr_nb.parameters import (
     BUILTIN,
     REQUIRED,
@@ -34,9 +35,8 @@ from dlr_nb.parameters import (
 )
 
 # %% auto #0
-__all__ = ['PUBLISH_STEPS', 'parse_duration', 'Experiment', 'load_experiment', 'discover', 'check_device', 'plan', 'library_hash',
-           'cache_key', 'result_files', 'manifest_path', 'write_manifest', 'consistent_result', 'is_cached', 'Outcome',
-           'clean_stale_staging', 'publish', 'execute', 'Project', 'run_experiments', 'summary']
+__all__ = ['parse_duration', 'Experiment', 'load_experiment', 'discover', 'check_device', 'plan', 'Outcome',
+           'clean_stale_staging', 'execute', 'Project', 'run_experiments', 'summary']
 
 # %% ../nbs/90_runner.ipynb #0501f448
 _UNITS = {"s": 1, "min": 60, "h": 3600}
@@ -179,72 +179,6 @@ def plan(
         out[name] = params
     return out
 
-# %% ../nbs/90_runner.ipynb #357d34fd
-def library_hash() -> str:
-    "SHA-256 over the source files of the installed `dlr_nb` package."
-    import dlr_nb
-
-    h = hashlib.sha256()
-    pkg = Path(dlr_nb.__file__).parent
-    for p in sorted(pkg.rglob("*.py")):
-        h.update(p.relative_to(pkg).as_posix().encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def cache_key(exp: Experiment, params: dict, lib: str | None = None) -> str:
-    "The cache key of running `exp` with `params` against library hash `lib`."
-    template = hashlib.sha256(exp.path.read_bytes()).hexdigest()
-    blob = json.dumps({"template": template, "parameters": params, "library": lib or library_hash()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-# %% ../nbs/90_runner.ipynb #e8462572
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def result_files(results: Path, name: str) -> list[Path]:
-    "The files of one published result: notebook, JSON and everything in its data folder."
-    data = sorted(p for p in (results / name).rglob("*") if p.is_file()) if (results / name).is_dir() else []
-    return [results / f"{name}.ipynb", results / f"{name}.json", *data]
-
-
-def manifest_path(results: Path, name: str) -> Path:
-    return results / f"{name}.manifest.json"
-
-
-def write_manifest(results: Path, name: str, key: str) -> Path:
-    "Bind the published files of `name` to `key` by their hashes (written last, atomically)."
-    files = {p.relative_to(results).as_posix(): _sha256(p) for p in result_files(results, name)}
-    return atomic_write_text(manifest_path(results, name), json.dumps({"key": key, "files": files}, indent=1))
-
-
-def consistent_result(results: Path, name: str) -> dict | None:
-    "The manifest of `name` if every file it lists is present and unchanged and none is extra; else None."
-    try:
-        manifest = json.loads(manifest_path(results, name).read_text())
-        listed = manifest["files"]
-        present = {p.relative_to(results).as_posix() for p in result_files(results, name) if p.exists()}
-        if set(listed) != present:
-            return None
-        if any(_sha256(results / rel) != digest for rel, digest in listed.items()):
-            return None
-        return manifest
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def is_cached(exp: Experiment, params: dict, results: Path, lib: str | None = None) -> bool:
-    "Whether `results` holds a complete, consistent, valid result of `exp` with exactly this key."
-    manifest = consistent_result(results, exp.name)
-    if manifest is None or manifest.get("key") != cache_key(exp, params, lib):
-        return False
-    try:
-        read_results(results / f"{exp.name}.json")
-        return True
-    except (ValueError, OSError):
-        return False
-
 # %% ../nbs/90_runner.ipynb #fc94d465
 @dataclass
 class Outcome:
@@ -284,36 +218,6 @@ def clean_stale_staging(work: Path) -> None:
             continue
         if not _pid_alive(pid):
             shutil.rmtree(d, ignore_errors=True)
-
-# %% ../nbs/90_runner.ipynb #bab2b9fb
-PUBLISH_STEPS = ("invalidate", "data", "notebook", "json", "manifest")
-
-
-def _reached(step: str) -> None:
-    "Test hook: `DLR_CRASH_AT=<step>` kills the process right after `step` of publishing (like a `kill -9`)."
-    if os.environ.get("DLR_CRASH_AT") == step:
-        os._exit(137)
-
-
-def publish(stage: Path, results: Path, name: str, key: str) -> None:
-    "Move a complete staged result into `results` as one unit, bound by a manifest written last."
-    results.mkdir(parents=True, exist_ok=True)
-    manifest_path(results, name).unlink(missing_ok=True)
-    (results / f"{name}.key").unlink(missing_ok=True)  # the cache file of earlier versions
-    _reached("invalidate")
-    old = results / f".{name}.old-{uuid.uuid4().hex[:8]}"
-    if (results / name).exists():
-        os.replace(results / name, old)
-    if (stage / name).is_dir():
-        os.replace(stage / name, results / name)
-    shutil.rmtree(old, ignore_errors=True)
-    _reached("data")
-    os.replace(stage / f"{name}.ipynb", results / f"{name}.ipynb")
-    _reached("notebook")
-    os.replace(stage / f"{name}.json", results / f"{name}.json")
-    _reached("json")
-    write_manifest(results, name, key)
-    _reached("manifest")
 
 # %% ../nbs/90_runner.ipynb #6d68b3dc
 def _stop_kernels() -> None:

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import REPO, results_of, run_dlr, summary_rows
 from dlr_nb.parameters import BUILTIN, UsageError
-from dlr_nb.runner import PUBLISH_STEPS, consistent_result, discover, is_cached, plan
+from dlr_nb.runner import discover, plan
+from dlr_nb.store import PUBLISH_STEPS, consistent_result, is_cached
 
 EXPERIMENTS = discover(REPO / "book" / "experiments")
 
