@@ -220,6 +220,9 @@ def prune(
     tries: int = 50,  # CBS-S: RMP random tries
     iterations: int = 100,  # CBS-S: swap passes at most
     patience: int = 5,  # CBS-S: passes without a better loss before stopping
+    rho: int = 10,  # CBS-S: swap partners scanned on either side of a weight's rank (ρ)
+    tau: int = 20,  # CBS-S: weights without a profitable partner that end a swap pass (τ)
+    eps: float = 1e-4,  # CBS-S: smallest decrease of f that counts as a swap (ε)
     seed: int = 0,  # RMP's random stream
     removed: torch.Tensor | None = None,  # a flat removed-mask to use instead of selecting (e.g. CBS-U on a CBS-S mask)
     show_progress: bool | None = None,  # progress bars (None: only in a terminal)
@@ -228,6 +231,9 @@ def prune(
     method = str(method).lower()
     spec = _check_prune_args(model, sparsity, method, damping, data)
     check_range("fisher_samples", fisher_samples, 1)
+    check_range("rho", rho, 0)
+    check_range("tau", tau, 1)
+    check_range("eps", eps, 0)
     pruned = copy.deepcopy(model).eval()
     layers = prunable_layers(pruned)
     w0 = w = flat_weights(layers)
@@ -252,7 +258,7 @@ def prune(
         report["given_mask"] = True
     else:
         search = dict(loss_fn=loss_of, tries=tries, iterations=iterations, patience=patience, seed=seed)
-        search["show_progress"] = show_progress
+        search.update(rho=rho, tau=tau, eps=eps, show_progress=show_progress)
         removed, found = spec.select(w, sparsity, fisher, search)
         if found is not None:
             report["search"] = found
