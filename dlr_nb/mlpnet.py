@@ -14,7 +14,7 @@ from torch import nn
 from .data import DataFormatError, load_checkpoint
 
 # %% auto #0
-__all__ = ['MLPNet', 'load_mlpnet', 'accuracy_table']
+__all__ = ['MLPNet', 'load_mlpnet', 'accuracy_table', 'seed_differences', 'one_at_a_time']
 
 # %% ../nbs/43_mlpnet.ipynb #a1b2c006
 class MLPNet(nn.Module):
@@ -84,3 +84,48 @@ def accuracy_table(
         cells = [_cell(r, columns[0]) for r in summary if r["sparsity"] == s]
         lines.append(f"{s:8.2f}  " + "".join(f"{c:>17s}" for c in cells))
     return summary, "\n".join(lines)
+
+# %% ../nbs/43_mlpnet.ipynb #a1b2c013
+def seed_differences(
+    rows: list[dict],  # one per pruned model: method, sparsity, seed and the accuracy columns
+    a: str,  # the method whose advantage is measured
+    b: str,  # the method it is compared with (a single run is paired with every seed of a)
+    sparsities: list[float],  # the sparsities averaged over
+    column: str = "acc_held_out",  # the accuracy column compared
+) -> list[float]:
+    "Per seed of `a`: the mean over `sparsities` of acc(a) − acc(b), pairing seeds where b has several runs."
+    if not sparsities:
+        raise ValueError("sparsities: at least one sparsity is needed")
+
+    def runs(m, s):
+        found = {r["seed"]: r[column] for r in rows if r["method"] == m and r["sparsity"] == s}
+        if not found:
+            raise ValueError(f"no run of method {m!r} at sparsity {s}")
+        return found
+
+    diffs = {}
+    for s in sparsities:
+        ra, rb = runs(a, s), runs(b, s)
+        for seed, value in ra.items():
+            other = rb[seed] if seed in rb else next(iter(rb.values())) if len(rb) == 1 else None
+            if other is None:
+                raise ValueError(f"method {b!r} at sparsity {s} has several runs but none with seed {seed}")
+            diffs.setdefault(seed, []).append(value - other)
+    return [float(np.mean(v)) for v in diffs.values()]
+
+# %% ../nbs/43_mlpnet.ipynb #a1b2c016
+def one_at_a_time(
+    defaults: dict,  # the default value of every knob, e.g. {"rho": 10, "tau": 20, "eps": 1e-4}
+    values: dict,  # knob → the values to try (knobs not named keep their default)
+) -> list[dict]:
+    "The default setting, then each knob moved alone to each of its values (settings equal to the defaults once)."
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise ValueError(f"values: unknown knobs {unknown}; allowed: {sorted(defaults)}")
+    grid = [dict(defaults)]
+    for knob, options in values.items():
+        for v in options:
+            setting = {**defaults, knob: v}
+            if setting not in grid:
+                grid.append(setting)
+    return grid
