@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Timer, check_choice, check_loss, check_range, progress, resolve_device
+from .core import check_choice, check_loss, check_range, progress, resolve_device
 from .stats import spearman
 from .lora import adapters, compress_adapters, inject, outer_parameters, save_adapters, target_modules
 
 # %% auto #0
 __all__ = ['MINILM', 'ADAPTERS', 'ADAPTER_LABELS', 'TextTask', 'load_task', 'few_shot', 'encode', 'text_task_loss', 'metrics',
            'evaluate_model', 'load_encoder', 'peft_lora', 'adapted_model', 'FinetuneConfig', 'distributed_context',
-           'adapter_optimizer', 'finetune', 'batch_loss', 'fewshot_trial', 'train_steps', 'forward_seconds']
+           'adapter_optimizer', 'finetune', 'batch_loss', 'fewshot_trial']
 
 # %% ../nbs/21_finetune.ipynb #e2e485b8
 @dataclass
@@ -390,64 +390,3 @@ def fewshot_trial(
         loss_fn = batch_loss(tokenizer, train, config.batch_size, config.max_length, dev)
     model, _ = adapted_model(copy.deepcopy(base).to(dev), kind, targets, rank, config.seed, loss_fn)
     return model, finetune(model, tokenizer, train, config, eval_data, dev, show_progress=False, callback=callback)
-
-# %% ../nbs/21_finetune.ipynb #6044b7e0
-def train_steps(
-    kind: str,  # one of ADAPTERS
-    model_name: str = MINILM,  # as for `load_encoder`: the bundled MiniLM, a Hugging Face name or a local path
-    targets="all-dense",  # a preset or regular expressions, as for `dlr_nb.lora.inject`
-    rank: int = 8,  # r
-    samples: int = 16,  # STS-B training examples drawn; the batch is the first 16 of them
-    seed: int = 0,  # seed of the examples, the head and the adapters
-    lr: float = 1e-4,  # AdamW learning rate
-    device="cpu",  # auto, cpu, cuda, cuda:N or mps
-    steps: int = 3,  # training steps on the batch
-) -> list[float]:
-    "Load `model_name`, put the adapter `kind` on it and take `steps` AdamW steps on one STS-B batch; the losses."
-    import ctypes
-    import gc
-
-    check_range("steps", steps, 1)
-    dev = resolve_device(device)
-    model, tokenizer = load_encoder(model_name, num_labels=1, seed=seed)
-    model.to(dev)
-    loss_fn = batch_loss(tokenizer, few_shot(load_task("stsb"), samples, seed=seed), 16, device=dev)
-    model, _ = adapted_model(model, kind, targets, rank, seed, loss_fn)
-    model.train()
-    opt = adapter_optimizer(model, FinetuneConfig(lr=lr))
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand the memory freed after compression back to the system (glibc)
-    except (OSError, AttributeError):
-        pass
-    losses = []
-    for step in range(1, steps + 1):
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model)
-        losses.append(check_loss(loss.detach(), step, advice=f"lower the learning rate (lr {lr:g})"))
-        loss.backward()
-        opt.step()
-    return losses
-
-# %% ../nbs/21_finetune.ipynb #d97171e8
-def forward_seconds(
-    models: dict[str, nn.Module],  # the models compared, by name
-    batch: dict,  # the keyword inputs of one forward pass
-    repeat: int = 10,  # timed rounds (each model once per round)
-    warmup: int = 2,  # untimed rounds first
-    device: str | torch.device | None = None,  # synchronize this device around each timed pass
-) -> dict[str, float]:
-    "Median seconds of one forward pass of each model on `batch`, timed in interleaved rounds, without gradients."
-    check_range("repeat", repeat, 1)
-    check_range("warmup", warmup, 0)
-    times = {name: [] for name in models}
-    with torch.no_grad():
-        for _ in range(warmup):
-            for net in models.values():
-                net(**batch)
-        for _ in range(repeat):
-            for name, net in models.items():
-                with Timer(device) as t:
-                    net(**batch)
-                times[name].append(t.seconds)
-    return {name: float(np.median(t)) for name, t in times.items()}
