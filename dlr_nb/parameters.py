@@ -197,7 +197,9 @@ def parse_parameters(
             raise TemplateError(
                 f"{where}: line {node.lineno} of the parameters cell is not 'name: type = value  # help'"
             )
-        params[node.target.id] = _parameter(node, comments.get(node.lineno, ""), where)
+        lines = range(node.lineno, node.end_lineno + 1)  # a formatter may wrap a long line in parentheses
+        comment = next((comments[n] for n in lines if n in comments), "")
+        params[node.target.id] = _parameter(node, comment, where)
     return params
 
 # %% ../nbs/89_parameters.ipynb #24dfddab
