@@ -16,7 +16,7 @@ from .lowrank import chain_product, gradient_subspace_basis, random_orthogonal
 # %% auto #0
 __all__ = ['INITS', 'init_factor', 'DeepFactorization', 'layer_gradient', 'low_rank_target', 'completion_mask', 'RecoveryProblem',
            'MatrixFactorization', 'MatrixCompletion', 'MatrixSensing', 'CompressedFactorization',
-           'compress_factorization', 'compress_spectral']
+           'compress_factorization', 'SpectralFactorization', 'compress_spectral']
 
 # %% ../nbs/10_factorization.ipynb #f1d34850
 INITS = ("orthogonal", "gaussian")
@@ -334,15 +334,60 @@ def compress_factorization(
     return CompressedFactorization(UL, V1, network.depth, eps, gamma)
 
 # %% ../nbs/10_factorization.ipynb #2fefa070
+class SpectralFactorization(nn.Module):
+    "The narrow depth-L network of *comp-deep-nets*: W_1 = εVᵀ, W_l = εI, W_L = εU; end factors trained at α·lr."
+
+    def __init__(
+        self,
+        left: torch.Tensor,  # U, d_out × k with orthonormal columns
+        right: torch.Tensor,  # V, d_in × k with orthonormal columns
+        depth: int = 3,  # number of factors L ≥ 2
+        scale: float = 1e-2,  # ε: every factor starts at ε times U, I or Vᵀ
+        alpha: float = 5.0,  # learning-rate ratio α of the two end factors
+    ):
+        super().__init__()
+        check_range("depth", depth, 2)
+        check_range("scale", scale, 0, low_open=True)
+        check_range("alpha", alpha, 0, low_open=True)
+        if left.shape[1] != right.shape[1]:
+            raise ValueError(
+                f"left and right need the same number of columns; got {left.shape[1]} and {right.shape[1]}"
+            )
+        k = left.shape[1]
+        eye = torch.eye(k, dtype=left.dtype, device=left.device)
+        start = [scale * right.detach().T, *[scale * eye for _ in range(depth - 2)], scale * left.detach()]
+        self.factors = nn.ParameterList([nn.Parameter(w.clone()) for w in start])
+        self.scale, self.alpha = scale, alpha
+
+    @property
+    def depth(self) -> int:
+        "The number of factors L."
+        return len(self.factors)
+
+    def forward(self) -> torch.Tensor:
+        "The end-to-end matrix W_L ⋯ W_1."
+        return chain_product(self.factors)
+
+    def param_groups(
+        self,
+        lr: float,  # the learning rate η of the inner factors
+    ) -> list[dict]:
+        "The end factors W_1, W_L at α·lr; the inner factors (if any) at `lr`."
+        groups = [{"params": [self.factors[0], self.factors[-1]], "lr": self.alpha * lr}]
+        if self.depth > 2:
+            groups.insert(0, {"params": list(self.factors[1:-1]), "lr": lr})
+        return groups
+
+
 def compress_spectral(
-    problem: RecoveryProblem,  # supplies the spectral estimate
+    problem: RecoveryProblem,  # supplies the spectral estimate Φ̂
     rank: int,  # r*: the network has width 2r*
-    depth: int = 3,  # number of inner factors
-    scale: float = 1e-3,  # ε for the inner factors
-    gamma: float = 5.0,  # learning-rate ratio of the outer factors
-) -> CompressedFactorization:
-    "A compressed network whose outer factors are the top 2r* singular vectors of the spectral estimate."
+    depth: int = 3,  # number of factors L
+    scale: float = 1e-2,  # ε
+    alpha: float = 5.0,  # learning-rate ratio of the end factors (reference: 5 for completion)
+) -> SpectralFactorization:
+    "Kwon et al.'s spectrally initialised narrow network from the top 2r* singular vectors of the spectral estimate."
     check_type("rank", rank, int)
     check_range("rank", rank, 1, min(problem.shape) // 2)
     U, _, Vh = torch.linalg.svd(problem.spectral_estimate(), full_matrices=False)
-    return CompressedFactorization(U[:, : 2 * rank], Vh[: 2 * rank].T, depth, scale, gamma)
+    return SpectralFactorization(U[:, : 2 * rank], Vh[: 2 * rank].T, depth, scale, alpha)
