@@ -49,7 +49,7 @@ def result_files(results: Path, name: str) -> list[Path]:
 
 
 def manifest_path(results: Path, name: str) -> Path:
-    return results / f"{name}.manifest.json"
+    return results / f"{name}.manifest"
 
 
 def write_manifest(results: Path, name: str, key: str) -> Path:
