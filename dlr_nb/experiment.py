@@ -4,15 +4,12 @@
 
 # %% ../nbs/03_experiment.ipynb #12f01a26
 from __future__ import annotations
-import contextlib
 import csv
 import io
 import json
 import math
 import os
-import platform
 import re
-import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace

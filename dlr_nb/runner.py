@@ -4,8 +4,6 @@
 
 # %% ../nbs/90_runner.ipynb #d13ad977
 from __future__ import annotations
-import hashlib
-import json
 import os
 import shutil
 import sys
@@ -16,7 +14,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
 import nbformat
 
