@@ -52,11 +52,11 @@ def train_steps(
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand the memory freed after compression back to the system (glibc)
     except (OSError, AttributeError):
         pass
-    losses = []
+    losses, advice = [], f"lower the learning rate (lr {lr:g})"
     for step in range(1, steps + 1):
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model)
-        losses.append(check_loss(loss.detach(), step, advice=f"lower the learning rate (lr {lr:g})"))
+        losses.append(check_loss(loss.detach(), step, advice=advice))
         loss.backward()
         opt.step()
     return losses

@@ -327,6 +327,7 @@ def finetune(
     if callback is not None:
         callback(0, model)
     hide = (rank != 0) if show_progress is None else not show_progress
+    advice = f"lower the learning rate (lr {config.lr:g})"
     for step in progress(range(1, config.steps + 1), desc="steps", disable=hide):
         while len(order) < config.batch_size:
             order = np.concatenate([order, g.permutation(len(train))])
@@ -334,7 +335,7 @@ def finetune(
         batch = encode(tokenizer, train, idx[rank::world], config.max_length, dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and config.bf16):
             loss = text_task_loss(_logits(net, batch), batch["labels"], train.task)
-        value = check_loss(loss.detach(), step, advice=f"lower the learning rate (lr {config.lr:g})")
+        value = check_loss(loss.detach(), step, advice=advice)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
