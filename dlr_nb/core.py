@@ -305,6 +305,26 @@ def _measure_child(fn, args, kwargs, device, queue):
         queue.put(("error", f"{type(e).__name__}: {e}"))
 
 
+def _wait_for(queue, child, timeout: float, name: str) -> tuple:
+    "The child's report; an error if it dies without one or runs past `timeout` (then it is killed)."
+    import queue as queues
+
+    start = time.perf_counter()
+    while True:
+        try:
+            return queue.get(timeout=0.5)
+        except queues.Empty:
+            if not child.is_alive():
+                try:
+                    return queue.get(timeout=1.0)  # it may have reported just before exiting
+                except queues.Empty:
+                    code = child.exitcode
+                    raise RuntimeError(f"peak_memory_of: {name} died in the child process (exit code {code})") from None
+            if time.perf_counter() - start > timeout:
+                child.kill()
+                raise RuntimeError(f"peak_memory_of: {name} gave no answer in {timeout:g} s") from None
+
+
 def peak_memory_of(
     fn: Callable,  # a module-level function (spawn imports it by name)
     *args,  # its positional arguments (plain values)
@@ -318,11 +338,9 @@ def peak_memory_of(
     device = str(device) if device is not None else None
     child = ctx.Process(target=_measure_child, args=(fn, args, kwargs, device, queue), daemon=True)
     child.start()
+    name = getattr(fn, "__name__", fn)
     try:
-        status, value = queue.get(timeout=timeout)
-    except Exception:
-        child.kill()
-        raise RuntimeError(f"peak_memory_of: {getattr(fn, '__name__', fn)} gave no answer in {timeout:g} s") from None
+        status, value = _wait_for(queue, child, timeout, name)
     finally:
         child.join(timeout=10)
     if status != "ok":
