@@ -14,8 +14,8 @@ from .core import check_choice, check_finite, check_range, check_type, resolve_d
 from .lowrank import chain_product, gradient_subspace_basis, random_orthogonal
 
 # %% auto #0
-__all__ = ['INITS', 'init_factor', 'DeepFactorization', 'layer_gradient', 'low_rank_target', 'completion_mask', 'RecoveryProblem',
-           'MatrixFactorization', 'MatrixCompletion', 'MatrixSensing', 'CompressedFactorization',
+__all__ = ['INITS', 'init_factor', 'FactorChain', 'DeepFactorization', 'layer_gradient', 'low_rank_target', 'completion_mask',
+           'RecoveryProblem', 'MatrixFactorization', 'MatrixCompletion', 'MatrixSensing', 'CompressedFactorization',
            'compress_factorization', 'SpectralFactorization', 'compress_spectral']
 
 # %% ../nbs/10_factorization.ipynb #f1d34850
@@ -44,7 +44,20 @@ def init_factor(
     return (w * (scale * math.sqrt(min(m, n)) / torch.linalg.norm(w))).to(dtype)
 
 # %% ../nbs/10_factorization.ipynb #44ee905a
-class DeepFactorization(nn.Module):
+class FactorChain(nn.Module):
+    "Factors [W_1, …, W_L] (input first) whose product W_L ⋯ W_1 is the network's end-to-end matrix."
+
+    @property
+    def depth(self) -> int:
+        "The number of factors L."
+        return len(self.factors)
+
+    def forward(self) -> torch.Tensor:
+        "The end-to-end matrix W_L ⋯ W_1."
+        return chain_product(self.factors)
+
+
+class DeepFactorization(FactorChain):
     "A deep linear network W_L ⋯ W_1 whose forward pass returns the end-to-end matrix."
 
     def __init__(
@@ -83,15 +96,6 @@ class DeepFactorization(nn.Module):
         )
         self.to(resolve_device(device))
         self.scale, self.init = scale, init
-
-    @property
-    def depth(self) -> int:
-        "The number of factors L."
-        return len(self.factors)
-
-    def forward(self) -> torch.Tensor:
-        "The end-to-end matrix W_L ⋯ W_1."
-        return chain_product(self.factors)
 
     def param_groups(
         self,
@@ -334,7 +338,7 @@ def compress_factorization(
     return CompressedFactorization(UL, V1, network.depth, eps, gamma)
 
 # %% ../nbs/10_factorization.ipynb #2fefa070
-class SpectralFactorization(nn.Module):
+class SpectralFactorization(FactorChain):
     "The narrow depth-L network of *comp-deep-nets*: W_1 = εVᵀ, W_l = εI, W_L = εU; end factors trained at α·lr."
 
     def __init__(
@@ -358,15 +362,6 @@ class SpectralFactorization(nn.Module):
         start = [scale * right.detach().T, *[scale * eye for _ in range(depth - 2)], scale * left.detach()]
         self.factors = nn.ParameterList([nn.Parameter(w.clone()) for w in start])
         self.scale, self.alpha = scale, alpha
-
-    @property
-    def depth(self) -> int:
-        "The number of factors L."
-        return len(self.factors)
-
-    def forward(self) -> torch.Tensor:
-        "The end-to-end matrix W_L ⋯ W_1."
-        return chain_product(self.factors)
 
     def param_groups(
         self,
