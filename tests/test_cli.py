@@ -47,7 +47,7 @@ def test_list_shows_descriptions_and_expected_times(project):
     proc = run_dlr("list", root=project("quick", "failing"))
     assert proc.returncode == 0
     assert "a quick experiment for the runner tests" in proc.stdout and "failing" in proc.stdout
-    assert proc.stdout.splitlines()[0].split()[-3:] == ["smoke", "cpu", "paper"]
+    assert proc.stdout.splitlines()[0].split()[-6:] == ["smoke", "(limit)", "cpu", "(limit)", "paper", "(limit)"]
 
 
 def test_help_lists_commands():
