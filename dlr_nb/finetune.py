@@ -19,9 +19,10 @@ from .stats import spearman
 from .lora import adapters, compress_adapters, inject, outer_parameters, save_adapters, target_modules
 
 # %% auto #0
-__all__ = ['MINILM', 'ADAPTERS', 'ADAPTER_LABELS', 'TextTask', 'load_task', 'few_shot', 'encode', 'text_task_loss', 'metrics',
-           'evaluate_model', 'load_encoder', 'peft_lora', 'adapted_model', 'FinetuneConfig', 'distributed_context',
-           'adapter_optimizer', 'finetune', 'batch_loss', 'fewshot_trial']
+__all__ = ['MINILM', 'LORA_INITS', 'ADAPTERS', 'ADAPTER_LABELS', 'TextTask', 'load_task', 'few_shot', 'encode', 'tokenized',
+           'batch_of', 'text_task_loss', 'metrics', 'evaluate_model', 'load_encoder', 'peft_lora', 'adapted_model',
+           'FinetuneConfig', 'learning_rate', 'distributed_context', 'adapter_optimizer', 'finetune', 'batch_loss',
+           'fewshot_trial']
 
 # %% ../nbs/21_finetune.ipynb #e2e485b8
 @dataclass
@@ -97,6 +98,35 @@ def encode(
     return out
 
 
+def tokenized(
+    tokenizer,  # a Hugging Face tokenizer (right padding)
+    data: TextTask,  # the examples
+    max_length: int = 128,  # tokens per sequence (longer ones are truncated)
+) -> dict:
+    "All of `data` tokenised once, padded to its longest sequence, targets under `labels` (cached on `data`)."
+    cache = data.__dict__.setdefault("_tokenized", {})
+    hit = cache.get(max_length)
+    if hit is None or hit[0] is not tokenizer:
+        enc = tokenizer(
+            data.first, data.second, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        if tokenizer.padding_side != "right":
+            raise ValueError(f"tokenized needs a tokenizer that pads on the right; got {tokenizer.padding_side!r}")
+        cache[max_length] = hit = (tokenizer, {**enc, "labels": torch.as_tensor(data.labels)})
+    return hit[1]
+
+
+def batch_of(
+    enc: dict,  # a tokenised set (`tokenized`)
+    idx,  # positions of the examples
+    device="cpu",  # where the tensors go
+) -> dict:
+    "The examples idx of a tokenised set, trimmed to their longest sequence (what dynamic padding gives)."
+    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+    length = max(1, int(enc["attention_mask"][idx].sum(1).max()))
+    return {k: (v[idx, :length] if v.dim() == 2 else v[idx]).to(device) for k, v in enc.items()}
+
+
 def text_task_loss(
     logits: torch.Tensor,  # the model's outputs (batch × outputs)
     labels: torch.Tensor,  # the targets
@@ -131,7 +161,7 @@ def _logits(model, batch):
     return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_model(
     model: nn.Module,  # evaluated in eval mode (its mode is restored)
     tokenizer,  # a Hugging Face tokenizer
@@ -140,15 +170,17 @@ def evaluate_model(
     max_length: int = 128,  # tokens per sequence
     device="cpu",  # where the model is
 ) -> dict:
-    "Metrics of the model on the whole of `data`."
+    "Metrics of the model on the whole of `data` (tokenised once, batches of similar length)."
     was = model.training
     model.eval()
-    preds = []
-    for idx in np.array_split(np.arange(len(data)), max(1, math.ceil(len(data) / batch_size))):
-        logits = _logits(model, encode(tokenizer, data, idx, max_length, device)).float().cpu()
-        preds.append(logits[:, 0].numpy() if data.task == "regression" else logits.argmax(1).numpy())
+    enc = tokenized(tokenizer, data, max_length)
+    order = np.argsort(enc["attention_mask"].sum(1).numpy(), kind="stable")
+    out = np.empty(len(data), dtype=np.float64 if data.task == "regression" else np.int64)
+    for idx in np.array_split(order, max(1, math.ceil(len(data) / batch_size))):
+        logits = _logits(model, batch_of(enc, idx, device)).float().cpu()
+        out[idx] = logits[:, 0].numpy() if data.task == "regression" else logits.argmax(1).numpy()
     model.train(was)
-    return metrics(np.concatenate(preds), data.labels, data.task)
+    return metrics(out, data.labels, data.task)
 
 # %% ../nbs/21_finetune.ipynb #fe4333cf
 MINILM = "all-MiniLM-L6-v2"
@@ -189,24 +221,51 @@ def load_encoder(
     return model, tokenizer
 
 
+LORA_INITS = ("reference", "gaussian", "kaiming")
+
+
 def peft_lora(
     model: nn.Module,  # the model to adapt
     targets="all-dense",  # a preset or regular expressions, as for `dlr_nb.lora.inject`
     rank: int = 8,  # r
-    train: tuple[str, ...] = ("classifier",),  # modules trained in full (peft's modules_to_save)
+    train: tuple[str, ...] = (),  # modules trained in full (peft's modules_to_save; the reference: none)
+    init: str = "reference",  # reference (N(0, 1) output factor, zero input factor), gaussian or kaiming (peft's)
+    seed: int = 0,  # seed of the reference initialisation (the caller's random stream is untouched)
 ):
-    "Vanilla LoRA from peft on the same targets: rank r, α = r (scaling 1), Gaussian A and zero B, no dropout."
+    "Vanilla LoRA from peft on the same targets: rank r, α = r (scaling 1), no dropout, the reference's initialisation."
     from peft import LoraConfig, get_peft_model
 
+    check_choice("init", init, LORA_INITS)
     config = LoraConfig(
         r=rank,
         lora_alpha=rank,
         target_modules=target_modules(model, targets),
         lora_dropout=0.0,
-        init_lora_weights="gaussian",
-        modules_to_save=list(train),
+        init_lora_weights="gaussian" if init == "gaussian" else True,
+        modules_to_save=list(train) or None,
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if init == "reference":
+        _reference_init(model, seed)
+    return model
+
+
+@torch.no_grad()
+def _reference_init(model: nn.Module, seed: int):
+    "The reference's depth-2 factors: the output-side factor N(0, 1), the input-side factor zero, seeded."
+    from peft.tuners.lora import LoraLayer
+
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if not isinstance(m, LoraLayer):
+            continue
+        for name in m.active_adapters:
+            if name in m.lora_A:  # Linear: ΔW = B A, A reads the input
+                inp, out = m.lora_A[name].weight, m.lora_B[name].weight
+            else:  # Embedding: ΔW = (B A)ᵀ, A is indexed by the token, B writes the hidden state
+                inp, out = m.lora_embedding_A[name], m.lora_embedding_B[name]
+            inp.zero_()
+            out.copy_(torch.randn(out.shape, generator=g, dtype=torch.float32).to(out))
 
 # %% ../nbs/21_finetune.ipynb #9dee8915
 ADAPTERS = ("lora", "deep-narrow", "deep-wide", "deep-compressed")
@@ -225,20 +284,24 @@ def adapted_model(
     rank: int = 8,  # r
     seed: int = 0,  # seed of the Deep LoRA factors
     loss_fn=None,  # loss_fn(model) → loss of one batch, for compression
+    train: tuple[str, ...] = (),  # regular expressions of modules trained in full (the reference: none, head frozen)
+    lora_init: str = "reference",  # peft LoRA's initialisation, see `peft_lora`
+    outer_trainable: bool = False,  # compressed: left/right bases trainable (γ > 0)
 ) -> tuple[nn.Module, float]:
     "Put the adapter `kind` on `model` (in place); returns the model and the compression time in seconds."
     import time
 
     check_choice("kind", kind, ADAPTERS)
     if kind == "lora":
-        return peft_lora(model, targets, rank), 0.0
-    inject(model, targets, rank=rank, depth=3, width=None if kind == "deep-narrow" else "wide", seed=seed)
+        return peft_lora(model, targets, rank, train, lora_init, seed), 0.0
+    width = None if kind == "deep-narrow" else "wide"
+    inject(model, targets, train=list(train), rank=rank, depth=3, width=width, seed=seed)
     if kind != "deep-compressed":
         return model, 0.0
     if loss_fn is None:
         raise ValueError("loss_fn: compression needs the loss of one training batch")
     start = time.perf_counter()
-    compress_adapters(model, loss_fn, rank)
+    compress_adapters(model, loss_fn, rank, train_outer=outer_trainable)
     return model, time.perf_counter() - start
 
 # %% ../nbs/21_finetune.ipynb #ec84e11f
@@ -250,21 +313,29 @@ class FinetuneConfig:
     batch_size: int = 16  # global batch size
     lr: float = 1e-4  # AdamW learning rate
     adam_eps: float = 1e-6  # AdamW ε (the reference's; PyTorch's default is 1e-8)
-    schedule: str = "constant"  # constant or linear (decay to 0)
-    outer_lr_ratio: float = 1.0  # γ: learning-rate ratio of trainable left/right bases of compressed adapters
+    decay_ratio: float = 1.0  # the rate falls linearly from lr to decay_ratio·lr over the steps (1: constant)
+    outer_lr_ratio: float = 0.0  # γ: learning-rate ratio of the left/right bases of compressed adapters (0: frozen)
     max_length: int = 128  # tokens per sequence
     eval_every: int = 0  # evaluate every this many steps (0: only at the end)
     eval_batch_size: int = 64  # examples per forward pass when evaluating
     bf16: bool = True  # autocast to bf16 on CUDA
-    seed: int = 0  # order of the batches
+    seed: int = 0  # order of the batches, dropout and (in fewshot_trial) the adapters' initialisation
 
     def __post_init__(self):
         check_range("steps", self.steps, 1)
         check_range("batch_size", self.batch_size, 1)
         check_range("lr", self.lr, 0, low_open=True)
         check_range("adam_eps", self.adam_eps, 0)
-        check_choice("schedule", self.schedule, ["constant", "linear"])
+        check_range("decay_ratio", self.decay_ratio, 0, 1)
         check_range("outer_lr_ratio", self.outer_lr_ratio, 0)
+
+
+def learning_rate(
+    config: FinetuneConfig,  # lr, steps and decay_ratio
+    step: int,  # the optimizer step, from 1
+) -> float:
+    "The rate of `step`: lr at step 1, falling linearly by (1 − decay_ratio)·lr per `steps` steps (optax's schedule)."
+    return config.lr * (1.0 - (1.0 - config.decay_ratio) * min(step - 1, config.steps) / config.steps)
 
 
 def distributed_context(
@@ -282,7 +353,7 @@ def adapter_optimizer(
     model: nn.Module,  # a model with adapters (its trainable parameters are optimised)
     config: FinetuneConfig,  # lr, adam_eps and outer_lr_ratio
 ) -> torch.optim.Optimizer:
-    "AdamW over the trainable parameters; trainable left/right bases at γ·lr."
+    "AdamW (no weight decay) over the trainable parameters; trainable left/right bases at γ·lr."
     outer = {id(p) for p in outer_parameters(model)}
     main = [p for p in model.parameters() if p.requires_grad and id(p) not in outer]
     groups = [{"params": main}] + (
@@ -318,11 +389,10 @@ def finetune(
     if world > 1:
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt = adapter_optimizer(model, config)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, (lambda s: 1.0) if config.schedule == "constant" else (lambda s: max(0.0, 1 - s / config.steps))
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: learning_rate(config, s + 1) / config.lr)
+    enc = {k: v.to(dev) for k, v in tokenized(tokenizer, train, config.max_length).items()}
     g, order, log = np.random.default_rng(config.seed), np.array([], dtype=int), []
-    start = time.perf_counter()
+    start, evaluating = time.perf_counter(), 0.0
     net.train()
     if callback is not None:
         callback(0, model)
@@ -332,7 +402,7 @@ def finetune(
         while len(order) < config.batch_size:
             order = np.concatenate([order, g.permutation(len(train))])
         idx, order = order[: config.batch_size], order[config.batch_size :]
-        batch = encode(tokenizer, train, idx[rank::world], config.max_length, dev)
+        batch = batch_of(enc, idx[rank::world])
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and config.bf16):
             loss = text_task_loss(_logits(net, batch), batch["labels"], train.task)
         value = check_loss(loss.detach(), step, advice=advice)
@@ -340,13 +410,17 @@ def finetune(
         loss.backward()
         opt.step()
         sched.step()
-        row = {"step": step, "loss": value, "seconds": time.perf_counter() - start}
+        now = time.perf_counter()
+        row = {"step": step, "loss": value, "seconds": now - start, "train_seconds": now - start - evaluating}
         if (
             eval_data is not None
             and rank == 0
             and (step == config.steps or (config.eval_every and step % config.eval_every == 0))
         ):
             row.update(evaluate_model(model, tokenizer, eval_data, config.eval_batch_size, config.max_length, dev))
+            row["eval_seconds"] = time.perf_counter() - now
+            evaluating += row["eval_seconds"]
+            row["seconds"] = time.perf_counter() - start
         log.append(row)
         if callback is not None:
             callback(step, model)
@@ -366,7 +440,7 @@ def batch_loss(
     device="cpu",  # where the batch goes
 ):
     "loss_fn(model): the loss on the first `size` examples of `data` (the batch compression looks at)."
-    batch = encode(tokenizer, data, np.arange(min(size, len(data))), max_length, device)
+    batch = batch_of(tokenized(tokenizer, data, max_length), np.arange(min(size, len(data))), device)
     return lambda model: text_task_loss(_logits(model, batch), batch["labels"], data.task)
 
 
@@ -381,13 +455,26 @@ def fewshot_trial(
     rank: int = 8,  # r
     device="auto",  # auto, cpu, cuda, cuda:N or mps
     callback=None,  # callback(step, model), as in finetune
+    train_modules: tuple[str, ...] = (),  # modules trained in full besides the adapters (the reference: none)
+    lora_init: str = "reference",  # peft LoRA's initialisation, see `peft_lora`
 ) -> tuple[nn.Module, list[dict]]:
     "Fine-tune a fresh copy of `base` with adapter `kind` (seeded by config.seed); returns the model and the log."
     import copy
 
     dev = resolve_device(device)
+    torch.manual_seed(config.seed)
     loss_fn = None
     if kind == "deep-compressed":
         loss_fn = batch_loss(tokenizer, train, config.batch_size, config.max_length, dev)
-    model, _ = adapted_model(copy.deepcopy(base).to(dev), kind, targets, rank, config.seed, loss_fn)
+    model, _ = adapted_model(
+        copy.deepcopy(base).to(dev),
+        kind,
+        targets,
+        rank,
+        config.seed,
+        loss_fn,
+        train_modules,
+        lora_init,
+        outer_trainable=config.outer_lr_ratio > 0,
+    )
     return model, finetune(model, tokenizer, train, config, eval_data, dev, show_progress=False, callback=callback)
