@@ -144,3 +144,88 @@ def test_page_renders_offline_in_a_browser(name, tmp_path):
         page.as_uri(),
     )
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def _fake_run(folder, measured):
+    "A results JSON, its executed notebook and one table of a fake experiment `exp` whose claim measures `measured`."
+    from dlr_nb.experiment import make_claim
+
+    claim = make_claim("gain.16", "paper Fig. 1", "B is faster than A", "3x", ">= 2", measured)
+    res = dict(
+        experiment="exp",
+        profile="smoke",
+        parameters={"profile": "smoke", "n": 8},
+        environment={"dlr_nb": "0.1.0", "git": "abc1234", "python": "3.11", "torch": "2.13.0", "device": "cpu"},
+        seconds=1.5,
+        metrics={"ratio": measured},
+        claims=[claim],
+    )
+    (folder / "exp").mkdir(parents=True, exist_ok=True)
+    (folder / "exp.json").write_text(json.dumps(res))
+    (folder / "exp" / "table.csv").write_text(f"n,ratio\n8,{measured}\n")
+    nb = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"papermill": {"parameters": {"profile": "smoke", "n": 8}, "duration": 2.0}},
+        "cells": [{"cell_type": "markdown", "id": "t", "metadata": {}, "source": "# Exp\n\n> A fake experiment."}],
+    }
+    (folder / "exp.ipynb").write_text(json.dumps(nb))
+
+
+def test_quoted_numbers_follow_the_results(tmp_path):
+    "Rebuilding after a results file changes changes every number the pages show, with no edit to any page."
+    import sys
+
+    book = tmp_path / "book"
+    (book / "theory").mkdir(parents=True)
+    (book / "_config.yml").write_text(
+        "title: t\nexecute:\n  execute_notebooks: 'off'\nonly_build_toc_files: true\n"
+        "parse:\n  myst_enable_extensions: [colon_fence, substitution]\n"
+        "sphinx:\n  extra_extensions: [dlr_nb.pages]\n"
+    )
+    parts = [{"caption": "A", "chapters": [{"file": "theory/a"}, {"file": "results/exp"}, {"file": "ledger"}]}]
+    toc = yaml.safe_dump({"format": "jb-book", "root": "intro", "parts": parts})
+    (book / "_toc.yml").write_text(toc)
+    (book / "intro.md").write_text(
+        "# Intro\n\nWe measured a gain of {{ exp.gain_16.measured }} at {{ exp.profile }}.\n"
+    )
+    (book / "theory" / "a.md").write_text("# Theory\n\nThe ratio was {{ exp.metrics.ratio }}.\n")
+    (book / "ledger.md").write_text("# Ledger\n")
+    shown = {}
+    for measured in (2.375, 1.625):
+        _fake_run(book / "results", measured)
+        cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(book)]
+        proc = subprocess.run([*cmd, "--warningiserror"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        html = book / "_build" / "html"
+        text = {
+            p: " ".join(re.sub(r"<[^>]+>", "", (html / p).read_text()).split()) for p in ("intro.html", "theory/a.html")
+        }
+        shown[measured] = text
+        assert f"We measured a gain of {measured} at smoke" in text["intro.html"]
+        chapter = text["theory/a.html"]
+        assert f"The ratio was {measured}" in chapter and "What we measured" in chapter
+        assert ("✓ holds" if measured >= 2 else "✗ fails") in chapter
+        page = (html / "results" / "exp.html").read_text()
+        words = " ".join(re.sub(r"<[^>]+>", "", page).split())
+        assert "Reproduce this page" in words and "dlr run exp --profile smoke -p n=8" in words
+        downloads = re.findall(r'href="(\.\./_downloads/[^"]+)"', page)
+        assert {d.rsplit("/", 1)[1] for d in downloads} == {"exp.ipynb", "exp.json", "table.csv"}
+        table = next(d for d in downloads if d.endswith("table.csv"))
+        assert str(measured) in (html / "results" / table).read_text()
+    assert shown[2.375] != shown[1.625]
+
+
+@needs_build
+def test_result_pages_open_with_the_reproduce_box_and_chapters_end_with_measurements():
+    built = [p.stem for p in (BOOK / "results").glob("*.json") if (HTML / "results" / f"{p.stem}.html").is_file()]
+    assert built, "no result page was built"
+    for name in built:
+        page = (HTML / "results" / f"{name}.html").read_text()
+        words = " ".join(re.sub(r"<[^>]+>", "", page).split())
+        assert "Reproduce this page" in words and f"dlr run {name} --profile" in words, name
+        for f in re.findall(r'href="(\.\./_downloads/[^"]+)"', page):
+            assert (HTML / "results" / f).is_file(), f"{name}: download {f} is not in the build"
+        assert f"{name}.json" in page and f"_sources/results/{name}.ipynb" in page, f"{name}: downloads missing"
+    for chapter in (BOOK / "theory").glob("*.md"):
+        assert "What we measured" in (HTML / "theory" / f"{chapter.stem}.html").read_text(), chapter.stem
