@@ -25,8 +25,9 @@ export: install
 book: export
 	$(BIN)/dlr book --profile $(PROFILE) --jobs $(JOBS)
 
+# notebooks are tested in parallel workers: one OpenMP thread each, since oversubscribed threads spin and crawl
 nbtest: export
-	$(BIN)/nbdev_test
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/nbdev_test
 
 test: nbtest
 	$(BIN)/dlr book --profile smoke --jobs $(JOBS)

@@ -33,7 +33,7 @@ from dlr_nb.parameters import (
 
 # %% auto #0
 __all__ = ['parse_duration', 'Experiment', 'load_experiment', 'discover', 'check_device', 'plan', 'Outcome',
-           'clean_stale_staging', 'execute', 'Project', 'run_experiments', 'summary']
+           'clean_stale_staging', 'execute', 'default_threads', 'Project', 'run_experiments', 'summary']
 
 # %% ../nbs/90_runner.ipynb #0501f448
 _UNITS = {"s": 1, "min": 60, "h": 3600}
@@ -309,6 +309,16 @@ def execute(
                 os.environ[k] = v
         shutil.rmtree(stage, ignore_errors=True)
 
+# %% ../nbs/90_runner.ipynb #e2340d07
+def default_threads(
+    profile: str,  # the profile of the run
+    jobs: int = 1,  # kernels running at once
+) -> int | None:
+    "CPU threads for each kernel's torch/BLAS: 1 at the smoke profile, the cores / jobs in parallel, else None."
+    if profile == "smoke":
+        return 1
+    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
 # %% ../nbs/90_runner.ipynb #5dc136ce
 @dataclass
 class Project:
@@ -351,6 +361,7 @@ def run_experiments(
     progress: bool | None = None,  # papermill's bar (default: on a terminal with one job)
     log=print,  # where progress lines go
     timeout: float | None = None,  # seconds per experiment (default: each template's `default_timeout`)
+    threads: int | None = None,  # CPU threads per kernel (None: 1 at the smoke profile, else the cores / jobs)
 ) -> list[Outcome]:
     "Run the selected experiments, skipping unchanged ones; returns one `Outcome` per experiment."
     if not isinstance(jobs, int) or jobs < 1:
@@ -362,8 +373,9 @@ def run_experiments(
     clean_stale_staging(project.work)
     lib = library_hash()
     progress = (sys.stderr.isatty() and jobs == 1) if progress is None else progress
-    # parallel kernels share the cores: give each its share, since oversubscribed OpenMP threads spin and crawl
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise UsageError(f"--threads must be a positive integer; got {threads!r}")
+    threads = threads or default_threads(profile, jobs)
     outcomes, pending = {}, []
     for name, params in todo.items():
         exp = experiments[name]
