@@ -14,7 +14,7 @@ from .experiment import read_results
 # %% auto #0
 __all__ = ['PARTS', 'MARKS', 'LEDGER_COLUMNS', 'load_results', 'ledger_rows', 'format_value', 'part_of', 'verdict_counts',
            'format_measured', 'ledger_markdown', 'ledger_text', 'write_if_changed', 'tidy_notebook', 'api_index',
-           'write_api_pages', 'prepare_book', 'build_book']
+           'write_api_pages', 'prepare_book', 'build_book', 'publish_book']
 
 # %% ../nbs/91_book.ipynb #36fd099c
 def load_results(
@@ -309,3 +309,35 @@ def build_book(
     if proc.returncode != 0:
         raise RuntimeError(f"the book build failed (exit {proc.returncode}); see the Sphinx messages above")
     return root / "book" / "_build" / "html" / "index.html"
+
+# %% ../nbs/91_book.ipynb #acae54e37e7d407bbb7b55eff062a284
+def publish_book(
+    root: str | Path,  # the repository root
+    remote: str = "origin",  # the git remote to push to
+    branch: str = "gh-pages",  # the branch that holds the site
+    push: bool = True,  # push after committing (False: commit to the local branch only)
+    message: str | None = None,  # the commit message (default: names the commit the book was built from)
+    dry_run: bool = False,  # only check and return the command
+) -> list[str]:
+    "Commit `book/_build/html` to `branch` with ghp-import and push it; return the command (run unless `dry_run`)."
+    root = Path(root)
+    html = root / "book" / "_build" / "html"
+    if not (html / "index.html").is_file():
+        raise RuntimeError(f"no built book at {html}: run `dlr book` first")
+    if message is None:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        message = f"Publish the book built from {head.stdout.strip() or 'a checkout without git'}"
+    cmd = [sys.executable, "-c", "import sys, ghp_import; sys.argv[0] = 'ghp-import'; ghp_import.main()"]
+    cmd += ["--no-jekyll", "--remote", remote, "--branch", branch, "--message", message]
+    cmd += (["--push"] if push else []) + [str(html)]
+    if dry_run:
+        return cmd
+    import importlib.util
+
+    if importlib.util.find_spec("ghp_import") is None:
+        raise RuntimeError('publishing needs ghp-import: pip install "dlr-nb[book]"')
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no message"]
+        raise RuntimeError(f"ghp-import failed (exit {proc.returncode}): {lines[-1]}")
+    return cmd

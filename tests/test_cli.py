@@ -53,3 +53,34 @@ def test_list_shows_descriptions_and_expected_times(project):
 def test_help_lists_commands():
     proc = run_dlr("--help")
     assert proc.returncode == 0 and all(c in proc.stdout for c in ("list", "run", "book", "ledger"))
+
+
+def test_publish_pushes_the_built_book_to_a_bare_repository(project, tmp_path):
+    "`dlr publish` commits book/_build/html to gh-pages of a local bare remote; --dry-run changes nothing."
+    import subprocess
+
+    root = project()
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+    missing = run_dlr("publish", "--dry-run", root=root)
+    assert missing.returncode == 1 and "run `dlr book` first" in missing.stderr
+    site = root / "book" / "_build" / "html"
+    site.mkdir(parents=True)
+    (site / "index.html").write_text("<p>the book</p>")
+    bare = tmp_path / "site.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    git("init", "-q")
+    git("remote", "add", "origin", str(bare))
+    ident = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    dry = run_dlr("publish", "--dry-run", root=root, env_extra=ident)
+    assert dry.returncode == 0 and "--branch gh-pages" in dry.stdout and "--push" in dry.stdout
+    assert subprocess.run(["git", "--git-dir", str(bare), "branch"], capture_output=True, text=True).stdout == ""
+    done = run_dlr("publish", root=root, env_extra=ident)
+    assert done.returncode == 0, done.stderr
+    assert "published" in done.stdout and "origin gh-pages" in done.stdout
+    tree = subprocess.run(
+        ["git", "--git-dir", str(bare), "ls-tree", "--name-only", "gh-pages"], capture_output=True, text=True
+    )
+    assert sorted(tree.stdout.split()) == [".nojekyll", "index.html"]
