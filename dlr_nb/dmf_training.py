@@ -4,6 +4,7 @@
 
 # %% ../nbs/11_dmf_training.ipynb #729b7f92
 from __future__ import annotations
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,7 +18,7 @@ from .factorization import RecoveryProblem
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'TrainLog', 'factorization_optimizer', 'train', 'rho_recursion', 'complement', 'invariant_bases',
            'complement_scale', 'factor_singular_values', 'singular_value_series', 'trajectory_pca', 'step_cost_ratio',
-           'speedup', 'log_rows', 'plot_curves']
+           'speedup', 'log_rows', 'plot_curves', 'worst_error_ratio']
 
 # %% ../nbs/11_dmf_training.ipynb #1bb74176
 @dataclass
@@ -263,3 +264,20 @@ def plot_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+# %% ../nbs/11_dmf_training.ipynb #6e3e7af7
+def worst_error_ratio(
+    reference: TrainLog,  # e.g. the original network
+    other: TrainLog,  # e.g. the compressed network, logged at the same steps
+    metric: str = "recovery",  # loss, recovery or relative
+    skip_start: bool = True,  # leave out step 0 (both runs start from ε-small end-to-end matrices)
+) -> tuple[float, int]:
+    "The largest ratio other/reference of `metric` over the steps both logs share, and how many steps that is."
+    check_choice("metric", metric, ["loss", "recovery", "relative"])
+    ref = dict(zip(reference.step, getattr(reference, metric)))
+    pairs = [
+        (s, v, ref[s]) for s, v in zip(other.step, getattr(other, metric)) if s in ref and (s > 0 or not skip_start)
+    ]
+    if not pairs:
+        raise ValueError("the two logs share no logged step")
+    return max(v / r if r > 0 else (math.inf if v > 0 else 1.0) for _, v, r in pairs), len(pairs)
