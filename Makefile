@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= cpu
 JOBS ?= 1
 
-.PHONY: book test install export nbtest check-clean clean
+.PHONY: book test install export nbtest check-clean clean publish dist
 
 # torch==2.13.0 goes in the same pip command as everything else: alone, a dependency would pull a multi-GB CUDA build
 $(STAMP): settings.ini setup.py
@@ -42,6 +42,16 @@ check-clean: export
 	@drift=$$(git status --porcelain -- dlr_nb nbs); if [ -n "$$drift" ]; then \
 	  echo "nbs/ and dlr_nb/ are out of sync or nbs/ carries outputs; run 'make export' and '.venv/bin/nbdev_clean', then commit:"; \
 	  echo "$$drift"; git --no-pager diff --stat -- dlr_nb nbs; exit 1; fi
+
+# `make publish`: build the book (cached experiments are not rerun), commit it to gh-pages with ghp-import and push it;
+# PUBLISH_FLAGS="--dry-run" prints the command only, "--remote R --branch B --no-push" as in `dlr publish --help`.
+# `make dist`: the wheel and the sdist in dist/ (the release workflow publishes them).
+publish: book
+	$(BIN)/dlr publish $(PUBLISH_FLAGS)
+
+dist: export
+	rm -rf dist
+	$(BIN)/python -m build --sdist --wheel --outdir dist .
 
 clean:
 	rm -rf book/_build book/results book/.dlr book/api dist build *.egg-info

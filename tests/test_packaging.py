@@ -51,3 +51,46 @@ def test_import_is_light_and_cli_works(fresh_env):
     assert help_.returncode == 0 and "run" in help_.stdout
     outside = subprocess.run([str(bin_ / "dlr"), "list"], capture_output=True, text=True, cwd="/")
     assert outside.returncode == 2 and "not inside a dlr-nb checkout" in outside.stderr
+
+
+def _make_targets():
+    import re
+
+    text = (REPO / "Makefile").read_text()
+    return set(re.findall(r"^([A-Za-z][\w.-]*):", text, re.M))
+
+
+def test_workflows_are_valid_and_call_make_targets_that_exist():
+    "The book and release workflows parse as YAML, and every `make X` they run is a target of the Makefile."
+    import re
+
+    import yaml
+
+    targets = _make_targets()
+    assert {"book", "test", "publish", "dist"} <= targets
+    flows = {p.stem: yaml.safe_load(p.read_text()) for p in (REPO / ".github" / "workflows").glob("*.yml")}
+    assert {"book", "release"} <= set(flows)
+    for name, flow in flows.items():
+        assert flow.get("on", flow.get(True)), f"{name}: no trigger"
+        for job_name, job in flow["jobs"].items():
+            for step in job["steps"]:
+                for target in re.findall(r"\bmake\s+([\w.-]+)", step.get("run", "")):
+                    assert target in targets, f"{name}/{job_name} runs `make {target}`, which the Makefile lacks"
+                for script in re.findall(r"(?:^|\s)(\.ci/\S+)", step.get("run", "")):
+                    assert (REPO / script).is_file(), f"{name}/{job_name} runs the missing {script}"
+    uses = lambda flow: [s.get("uses", "") for job in flow["jobs"].values() for s in job["steps"]]
+    assert any("make book" in s.get("run", "") for s in flows["book"]["jobs"]["build"]["steps"])
+    assert any(u.startswith("actions/deploy-pages") for u in uses(flows["book"]))
+    assert any(u.startswith("pypa/gh-action-pypi-publish") for u in uses(flows["release"]))
+    assert flows["release"]["jobs"]["publish"]["permissions"]["id-token"] == "write", "trusted publishing needs it"
+    assert flows["release"].get("on", flows["release"].get(True))["push"]["tags"] == ["v*"]
+
+
+def test_make_publish_dry_run_prints_the_ghp_import_command():
+    "`dlr publish --dry-run` (what `make publish PUBLISH_FLAGS=--dry-run` ends with) needs only a built book."
+    from dlr_nb.book import publish_book
+
+    if not (REPO / "book" / "_build" / "html" / "index.html").is_file():
+        pytest.skip("the book is not built")
+    cmd = publish_book(REPO, dry_run=True)
+    assert cmd[-1] == str(REPO / "book" / "_build" / "html") and "--no-jekyll" in cmd
