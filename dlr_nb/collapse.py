@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import check_choice, check_loss, check_range, check_type, progress
+from .core import check_choice, check_finite, check_labels, check_loss, check_range, check_type, progress
 
 # %% auto #0
 __all__ = ['DYNAMICS', 'LOSSES', 'check_features', 'class_statistics', 'equinorm', 'equiangularity', 'collapse_metrics',
@@ -26,13 +26,19 @@ def check_features(
     num_classes: int | None = None,  # C (default: max label + 1)
 ) -> int:
     "Validate features and labels for the collapse metrics; return the number of classes."
+    check_type("features", H, torch.Tensor)
     if H.ndim != 2:
         raise ValueError(f"features must be a matrix (samples × dimensions); got shape {tuple(H.shape)}")
+    if len(H) == 0:
+        raise ValueError("features: no samples (the metrics need at least one sample of each class)")
+    check_type("labels", y, torch.Tensor)
     if len(H) != len(y):
         raise ValueError(f"features and labels differ in length: {len(H)} features, {len(y)} labels")
     if not torch.isfinite(H).all():
         raise ValueError("features contain NaN or inf")
-    C = int(y.max()) + 1 if num_classes is None else num_classes
+    if num_classes is not None:
+        check_type("num_classes", num_classes, int)
+    C = check_labels("labels", y, num_classes)
     if C < 2:
         raise ValueError("the metrics need at least two classes; got a single class")
     counts = torch.bincount(y.long(), minlength=C)
@@ -64,6 +70,41 @@ def class_statistics(
     }
 
 # %% ../nbs/50_collapse.ipynb #323a15b8
+def _check_separated(
+    st: dict,  # the output of `class_statistics`
+    metric: str,  # the function asking, for the message
+):
+    "Raise `ValueError` when the class means coincide (Σ_B = 0 up to rounding): the ratios are then 0/0."
+    M, means = st["M"], st["means"]
+    tiny = 100 * torch.finfo(M.dtype).eps * float(torch.linalg.norm(means))
+    if float(torch.linalg.norm(M)) <= tiny:
+        raise ValueError(
+            f"{metric}: the class means coincide (between-class scatter Σ_B = 0), so the metric is 0/0; "
+            "the features carry no class information (constant features, e.g. a dead layer)"
+        )
+
+
+def _check_classifier(
+    W: torch.Tensor,  # the classifier weights given
+    b: torch.Tensor | None,  # its biases
+    C: int,  # number of classes
+    p: int,  # feature dimension
+):
+    "Raise `ValueError` unless W is a finite C × p matrix without a zero row and b (if given) has C entries."
+    check_type("W", W, torch.Tensor)
+    if tuple(W.shape) != (C, p):
+        raise ValueError(f"W must be the classifier's C × p = {C} × {p} weight matrix; got shape {tuple(W.shape)}")
+    check_finite("W", W)
+    zero = torch.nonzero(torch.linalg.norm(W, dim=1) == 0)
+    if len(zero):
+        raise ValueError(f"W: the row of class {int(zero[0])} is zero, so its angle to the others is undefined")
+    if b is not None:
+        check_type("b", b, torch.Tensor)
+        if tuple(b.shape) != (C,):
+            raise ValueError(f"b must hold the classifier's C = {C} biases; got shape {tuple(b.shape)}")
+        check_finite("b", b)
+
+
 def equinorm(
     vectors: torch.Tensor,  # p × C, one vector per column
 ) -> float:
@@ -94,6 +135,9 @@ def collapse_metrics(
     H = H.detach()
     st = class_statistics(H, y, num_classes)
     C, M = st["C"], st["M"]
+    _check_separated(st, "collapse_metrics")
+    if W is not None:
+        _check_classifier(W, b, C, H.shape[1])
     out = {
         "NC1": float(torch.trace(st["Sigma_W"] @ torch.linalg.pinv(st["Sigma_B"], hermitian=True)) / C),
         "NC2_equinorm_means": equinorm(M),
@@ -117,8 +161,9 @@ def class_separation(
     y: torch.Tensor,  # N labels in 0..C-1
     num_classes: int | None = None,  # C (default: max label + 1)
 ) -> float:
-    "D = Tr(Σ_W) / Tr(Σ_B) of features H with labels y."
+    "D = Tr(Σ_W) / Tr(Σ_B) of features H with labels y (a `ValueError` when the class means coincide)."
     st = class_statistics(H.detach(), y, num_classes)
+    _check_separated(st, "class_separation")
     return float(torch.trace(st["Sigma_W"]) / torch.trace(st["Sigma_B"]))
 
 # %% ../nbs/50_collapse.ipynb #d9b67794

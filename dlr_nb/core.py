@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DEVICE_PATTERN', 'DTYPES', 'check_type', 'check_choice', 'check_range', 'check_finite', 'int_list', 'float_list',
-           'seed_everything', 'resolve_device', 'resolve_dtype', 'Timer', 'benchmark', 'step_seconds', 'resident_bytes',
-           'PeakMemory', 'peak_memory_of', 'DivergenceError', 'check_loss', 'find_repo_root', 'atomic_write_text',
-           'progress']
+__all__ = ['DEVICE_PATTERN', 'DTYPES', 'check_type', 'check_choice', 'check_range', 'check_finite', 'check_labels', 'int_list',
+           'float_list', 'seed_everything', 'resolve_device', 'resolve_dtype', 'Timer', 'benchmark', 'step_seconds',
+           'resident_bytes', 'PeakMemory', 'peak_memory_of', 'DivergenceError', 'check_loss', 'find_repo_root',
+           'atomic_write_text', 'progress']
 
 # %% ../nbs/00_core.ipynb #47992385
 def check_type(
@@ -89,6 +89,27 @@ def check_finite(
     if not ok:
         raise ValueError(f"{name} must be finite; it contains NaN or inf")
     return value
+
+# %% ../nbs/00_core.ipynb #07a238e9
+def check_labels(
+    name: str,  # the parameter's name
+    y: Any,  # the labels: a 1-D integer tensor of class indices
+    num_classes: int | None = None,  # C: labels must lie in 0..C-1 (None: C = largest label + 1)
+) -> int:
+    "Number of classes C; `TypeError` unless `y` is an integer tensor, `ValueError` unless 1-D, non-empty, in 0..C−1."
+    check_type(name, y, torch.Tensor)
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        dtype = str(y.dtype).removeprefix("torch.")
+        raise TypeError(f"{name} must be class indices of an integer dtype (e.g. torch.long); got dtype {dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, one class index per sample; got shape {tuple(y.shape)}")
+    if len(y) == 0:
+        raise ValueError(f"{name} is empty: at least one labelled sample is needed")
+    low, high = int(y.min()), int(y.max())
+    C = high + 1 if num_classes is None else num_classes
+    if low < 0 or high >= C:
+        raise ValueError(f"{name} must lie in 0..{C - 1} (class indices); got labels from {low} to {high}")
+    return C
 
 # %% ../nbs/00_core.ipynb #8e00ba49
 def int_list(

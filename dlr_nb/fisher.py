@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .core import check_choice, check_range, check_type, progress
+from .core import check_choice, check_finite, check_labels, check_range, check_type, progress
 
 # %% auto #0
 __all__ = ['PRUNABLE', 'GRADIENT_MODES', 'STRUCTURES', 'prunable_layers', 'layer_sizes', 'flat_weights', 'set_flat_weights',
@@ -55,8 +55,9 @@ def check_data(
     x: torch.Tensor,  # a batch of inputs
     y: torch.Tensor,  # their labels
 ):
-    "Fail with one line if `x`, `y` are not a labelled batch the model accepts."
+    "Fail with one line if `x`, `y` are not a finite labelled batch the model accepts, labels in 0..classes−1."
     check_type("data", x, torch.Tensor)
+    check_type("data labels", y, torch.Tensor)
     if len(x) != len(y):
         raise ValueError(f"data: {len(x)} inputs but {len(y)} labels")
     if len(x) == 0:
@@ -70,6 +71,8 @@ def check_data(
         ) from None
     if out.ndim != 2:
         raise ValueError(f"data: the model must return (batch, classes) scores; got shape {tuple(out.shape)}")
+    check_finite("data: the inputs", x)
+    check_labels("data: the labels", y, num_classes=out.shape[1])
 
 
 GRADIENT_MODES = ("vmap", "loop")
@@ -357,6 +360,8 @@ def fisher_from_gradients(
     "The damped empirical Fisher of the given gradients in the requested form."
     check_choice("structure", structure, STRUCTURES)
     check_range("damping", damping, 0, low_open=True)
+    if not torch.isfinite(grads).all():
+        raise ValueError("grads: the per-sample gradients contain NaN or inf (the loss overflows on these samples)")
     d, N = grads.shape
     if structure == "block-diagonal":
         if not sizes or sum(sizes) != d:

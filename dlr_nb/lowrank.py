@@ -66,10 +66,13 @@ def gradient_subspace_basis(
 
 # %% ../nbs/05_lowrank.ipynb #23f09f92
 def _singular_values(name: str, W: torch.Tensor) -> torch.Tensor:
-    "The singular values of a non-empty, finite matrix `W` (descending)."
+    "The singular values of a non-empty, finite, floating-point matrix `W` (descending); `name` is the caller."
+    check_type(f"{name}: W", W, torch.Tensor)
     if W.ndim != 2 or W.numel() == 0:
-        raise ValueError(f"{name} needs a non-empty 2-D matrix; got shape {tuple(W.shape)}")
-    check_finite(name, W)
+        raise ValueError(f"{name}: W must be a non-empty 2-D matrix; got shape {tuple(W.shape)}")
+    if not W.dtype.is_floating_point:
+        raise TypeError(f"{name}: W must be a floating-point matrix; got dtype {str(W.dtype).removeprefix('torch.')}")
+    check_finite(f"{name}: W", W)
     return torch.linalg.svdvals(W.detach())
 
 

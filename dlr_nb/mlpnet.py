@@ -45,8 +45,15 @@ def load_mlpnet(
     model = MLPNet()
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
+    name = path or "mlpnet_mnist.safetensors"
     if found != expected:
-        raise DataFormatError(f"{path or 'mlpnet_mnist.safetensors'}: expected tensors {expected}, found {found}")
+        raise DataFormatError(f"{name}: expected tensors {expected}, found {found}")
+    for key, tensor in state.items():
+        if not tensor.dtype.is_floating_point:
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            raise DataFormatError(f"{name}: tensor {key} has dtype {dtype}; MLPNet's weights must be floating point")
+        if not torch.isfinite(tensor).all():
+            raise DataFormatError(f"{name}: tensor {key} holds NaN or inf values")
     model.load_state_dict(state)
     return model.eval()
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .core import check_choice, check_range
+from .core import check_choice, check_finite, check_range
 from dlr_nb.fisher import (
     PRUNABLE,
     check_data,
@@ -196,6 +196,7 @@ def _check_prune_args(model, sparsity, method, damping, data) -> PruningMethod:
     check_range("damping", damping, 0, low_open=True)
     spec = METHODS[check_choice("method", method, METHODS)]
     layers = prunable_layers(model)
+    check_finite("model: its prunable weights", flat_weights(layers))
     if spec.needs_data:
         if data is None:
             raise ValueError(f"data: method '{method}' needs samples (x, y) for its Fisher or layer inputs")

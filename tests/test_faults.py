@@ -139,3 +139,65 @@ def test_random_values_are_accepted_and_allowed_or_rejected_in_one_line(pair, va
         param.check(got)  # accepted means allowed
     if param.type is str and got is not None:
         assert param.allowed is not None, f"{name}.{key} accepted an unconstrained string {got!r}"
+
+
+def _library_cases():
+    "Bad calls of the library: (label, call, exception type, words the one-line message must contain)."
+    import torch
+    from safetensors.torch import save_file
+    from torch import nn
+
+    from dlr_nb.collapse import class_separation, collapse_metrics
+    from dlr_nb.lowrank import numerical_rank
+    from dlr_nb.mlpnet import load_mlpnet
+    from dlr_nb.pruning import prune
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16, bias=False), nn.ReLU(), nn.Linear(16, 3, bias=False))
+    x, y = torch.randn(40, 8), torch.arange(40) % 3
+    x_nan = x.clone()
+    x_nan[3, 2] = float("nan")
+    H = torch.randn(12, 4)
+    yc = torch.arange(12) % 3
+
+    def checkpoint(tmp, tensors):
+        path = tmp / "bad.safetensors"
+        save_file(tensors, str(path))
+        return path
+
+    shapes = {"fc1.weight": (40, 784), "fc2.weight": (20, 40), "fc3.weight": (10, 20)}
+    return [
+        ("prune NaN inputs", lambda t: prune(net, 0.5, "cbs", (x_nan, y)), ValueError, ["data", "finite"]),
+        ("prune float labels", lambda t: prune(net, 0.5, "cbs", (x, y.float())), TypeError, ["labels", "integer"]),
+        ("prune labels >= C", lambda t: prune(net, 0.5, "wf", (x, y + 3)), ValueError, ["labels", "0..2"]),
+        ("collapse negative labels", lambda t: collapse_metrics(H, yc - 1), ValueError, ["labels", "from -1"]),
+        ("collapse no samples", lambda t: collapse_metrics(H[:0], yc[:0]), ValueError, ["features", "no samples"]),
+        ("collapse W width", lambda t: collapse_metrics(H, yc, W=torch.randn(3, 5)), ValueError, ["W", "3 × 4"]),
+        ("collapse fractional labels", lambda t: collapse_metrics(H, yc + 0.5), TypeError, ["labels", "integer"]),
+        ("numerical_rank empty", lambda t: numerical_rank(torch.zeros(0, 3), rtol=1e-3), ValueError, ["W", "empty"]),
+        ("numerical_rank NaN", lambda t: numerical_rank(torch.eye(2) / 0, atol=1e-3), ValueError, ["W", "finite"]),
+        ("class_separation constant", lambda t: class_separation(torch.ones(12, 4), yc), ValueError, ["coincide"]),
+        (
+            "MLPNet all-NaN checkpoint",
+            lambda t: load_mlpnet(checkpoint(t, {k: torch.full(s, float("nan")) for k, s in shapes.items()})),
+            ValueError,
+            ["bad.safetensors", "NaN"],
+        ),
+        (
+            "MLPNet int8 checkpoint",
+            lambda t: load_mlpnet(checkpoint(t, {k: torch.zeros(s, dtype=torch.int8) for k, s in shapes.items()})),
+            ValueError,
+            ["bad.safetensors", "int8"],
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", _library_cases(), ids=lambda c: c[0])
+def test_bad_library_calls_fail_in_one_line_naming_the_argument(case, tmp_path):
+    _, call, kind, words = case
+    with pytest.raises(kind) as info:
+        call(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message, message
+    for word in words:
+        assert word in message, (word, message)
