@@ -22,7 +22,7 @@ from .lora import adapters, compress_adapters, inject, outer_parameters, save_ad
 __all__ = ['MINILM', 'LORA_INITS', 'ADAPTERS', 'ADAPTER_LABELS', 'TextTask', 'load_task', 'few_shot', 'encode', 'tokenized',
            'batch_of', 'text_task_loss', 'metrics', 'evaluate_model', 'load_encoder', 'peft_lora', 'adapted_model',
            'FinetuneConfig', 'learning_rate', 'distributed_context', 'adapter_optimizer', 'finetune', 'batch_loss',
-           'fewshot_trial']
+           'fewshot_trial', 'seeds_to_resolve']
 
 # %% ../nbs/21_finetune.ipynb #e2e485b8
 @dataclass
@@ -478,3 +478,32 @@ def fewshot_trial(
         outer_trainable=config.outer_lr_ratio > 0,
     )
     return model, finetune(model, tokenizer, train, config, eval_data, dev, show_progress=False, callback=callback)
+
+# %% ../nbs/21_finetune.ipynb #2aff9630
+def seeds_to_resolve(
+    effect: float,  # δ: the true mean paired difference (> 0)
+    sd: float,  # σ: the standard deviation of the paired differences (> 0)
+    level: float = 0.95,  # confidence level of the two-sided interval
+    power: float = 0.8,  # required probability that the interval's lower end is above 0
+    most: int = 100000,  # give up (return None) beyond this many seeds
+) -> int | None:
+    "Smallest number of seeds whose `level` t-interval of the paired mean excludes 0 with probability `power`."
+    from scipy import stats
+
+    check_range("effect", effect, 0, low_open=True)
+    check_range("sd", sd, 0, low_open=True)
+    check_range("level", level, 0, 1, low_open=True, high_open=True)
+    check_range("power", power, 0, 1, low_open=True, high_open=True)
+
+    def reached(n):
+        return stats.nct.sf(stats.t.ppf((1 + level) / 2, n - 1), n - 1, effect * math.sqrt(n) / sd) >= power
+
+    if not reached(most):
+        return None
+    low, high = 1, 2
+    while not reached(high):
+        low, high = high, min(2 * high, most)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if reached(mid) else (mid, high)
+    return high

@@ -12,7 +12,7 @@ from .lora import adapters
 from .lowrank import subspace_similarity
 
 # %% auto #0
-__all__ = ['delta_weights', 'UpdateTracker']
+__all__ = ['delta_weights', 'initial_gradients', 'UpdateTracker']
 
 # %% ../nbs/22_lora_updates.ipynb #e3b182ee
 def delta_weights(
@@ -26,9 +26,35 @@ def delta_weights(
     except ImportError:
         return out
     for n, m in model.named_modules():
-        if isinstance(m, LoraLayer) and adapter_name in getattr(m, "lora_A", {}):
+        if isinstance(m, LoraLayer) and any(adapter_name in getattr(m, d, {}) for d in ("lora_A", "lora_embedding_A")):
             out[n.removeprefix("base_model.model.")] = m.get_delta_weight(adapter_name).detach().float()
     return out
+
+# %% ../nbs/22_lora_updates.ipynb #d023b6dc
+def initial_gradients(
+    model: nn.Module,  # a model with adapters (Deep LoRA or peft), not yet trained
+    loss_fn,  # loss_fn(model) → the loss of one batch
+    head: str = "classifier",  # name part of the head's parameters
+) -> dict:
+    "Median |gradient| of the adapter factors (`factor`) and of the trained head (`head`, None if frozen)."
+    was = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        loss_fn(model).backward()
+    model.train(was)
+    factor, heads = [], []
+    for n, p in model.named_parameters():
+        if p.grad is None:
+            continue
+        (heads if head in n else factor if "lora" in n else []).append(p.grad.detach().abs().flatten().float())
+    model.zero_grad(set_to_none=True)
+    f = torch.cat(factor) if factor else torch.zeros(0)
+    f = f[f > 0]
+    return {
+        "factor": float(f.median()) if len(f) else 0.0,
+        "head": float(torch.cat(heads).median()) if heads else None,
+    }
 
 # %% ../nbs/22_lora_updates.ipynb #1756b2f8
 class UpdateTracker:
