@@ -87,6 +87,17 @@ class DeepLoraLayer(nn.Module):
             return nn.init.orthogonal_(W) * self.epsilon
         return nn.init.normal_(W, std=1 / self.rank) if i == 0 else W.zero_()
 
+    def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
+        "s·ΔW applied to the input x: the term the adapter adds to the base layer's output."
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        "The base layer's output plus `adapter_output(x)` (the base output alone once merged)."
+        out = self.base_layer(x)
+        if self.merged:
+            return out
+        return out + self.adapter_output(x).to(out.dtype)
+
     def get_delta_weight(self) -> torch.Tensor:
         "ΔW scaled by s (m × n, output × input)."
         inner = chain_product(list(self.lora_factors))
@@ -132,11 +143,8 @@ class DeepLoraLinear(DeepLoraLayer):
         "(out_features, in_features)."
         return base_layer.out_features, base_layer.in_features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        "W_0x + b + s·ΔWx, the factors applied to the activations one after another (ΔW is never formed)."
-        out = self.base_layer(x)
-        if self.merged:
-            return out
+    def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
+        "s·ΔWx, the factors applied to the activations one after another (ΔW is never formed)."
         h = self.dropout(x).to(self.lora_factors[0].dtype)
         if self.compressed:
             h = h @ self.lora_right
@@ -144,7 +152,7 @@ class DeepLoraLinear(DeepLoraLayer):
             h = h @ W.T
         if self.compressed:
             h = h @ self.lora_left.T
-        return out + (self.scaling * h).to(out.dtype)
+        return self.scaling * h
 
 # %% ../nbs/19_adapter_layers.ipynb #cc44fe87
 class DeepLoraEmbedding(DeepLoraLayer):
@@ -176,11 +184,8 @@ class DeepLoraEmbedding(DeepLoraLayer):
         "(num_embeddings, embedding_dim): ΔW has the table's shape."
         return base_layer.num_embeddings, base_layer.embedding_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        "E_0[x] + s·ΔW[x] = E_0[x] + s·W_L[x]·W_{L−1}⋯W_1 (rows looked up, ΔW never formed)."
-        out = self.base_layer(x)
-        if self.merged:
-            return out
+    def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
+        "s·ΔW[x] = s·W_L[x]·W_{L−1}⋯W_1 (rows looked up, ΔW never formed)."
         factors = list(self.lora_factors)
         if self.compressed:
             h = F.embedding(x, self.lora_left)
@@ -190,7 +195,7 @@ class DeepLoraEmbedding(DeepLoraLayer):
             h = h @ W
         if self.compressed:
             h = h @ self.lora_right.T
-        return out + (self.scaling * h).to(out.dtype)
+        return self.scaling * h
 
 # %% ../nbs/19_adapter_layers.ipynb #6938a6fd
 def _conv1d_class() -> type | None:
