@@ -229,3 +229,128 @@ def test_result_pages_open_with_the_reproduce_box_and_chapters_end_with_measurem
         assert f"{name}.json" in page and f"_sources/results/{name}.ipynb" in page, f"{name}: downloads missing"
     for chapter in (BOOK / "theory").glob("*.md"):
         assert "What we measured" in (HTML / "theory" / f"{chapter.stem}.html").read_text(), chapter.stem
+
+
+def _book_pages():
+    "Every page of the built book, relative to its root (not the root's redirect, not `_static` or `_sources`)."
+    pages = []
+    for p in HTML.rglob("*.html"):
+        rel = p.relative_to(HTML)
+        if rel.parts[0].startswith(("_", ".")) or rel.as_posix() == "index.html":
+            continue
+        pages.append(rel.as_posix())
+    return sorted(pages)
+
+
+_ANCHORS: dict = {}
+
+
+def _ids(page):
+    if page not in _ANCHORS:
+        _ANCHORS[page] = set(re.findall(r'\bid="([^"]+)"', page.read_text(errors="ignore")))
+    return _ANCHORS[page]
+
+
+@needs_build
+def test_every_link_image_and_download_of_the_book_resolves_and_every_figure_has_a_caption():
+    "A static crawl of every page: links (with their anchors), images and downloads exist; figures have captions."
+    import html as _html
+    from urllib.parse import unquote
+
+    pages = _book_pages()
+    broken, uncaptioned = [], []
+    for rel in pages:
+        page = HTML / rel
+        text = page.read_text(errors="ignore")
+        for attr, url in re.findall(r'<(?:a|img|link|script)\b[^>]*?\b(href|src)="([^"]*)"', text):
+            url = _html.unescape(url)
+            if re.match(r"^[a-z][a-z0-9+.-]*:", url, re.I) or url.startswith("//"):
+                continue  # another site, mailto:, javascript:
+            path, _, anchor = url.partition("#")
+            path = unquote(path.split("?")[0])
+            target = (page.parent / path).resolve() if path else page
+            if not target.exists():
+                broken.append(f"{rel}: {url}")
+            elif anchor and target.suffix == ".html" and anchor not in _ids(target):
+                broken.append(f"{rel}: {url} (no such anchor)")
+        article = text[text.find("<article") : text.rfind("</article>")]
+        if rel.startswith("api/"):
+            continue
+        images = len(re.findall(r"<img\b", article))
+        captioned = sum(
+            len(re.findall(r"<img\b", f))
+            for f in re.findall(r"<figure\b.*?</figure>", article, re.S)
+            if re.search(r'class="caption-text">\s*\S', f)
+        )
+        if captioned != images:
+            uncaptioned.append(f"{rel}: {images - captioned} of {images} images without a caption")
+    assert not broken, f"{len(broken)} broken links: {broken[:20]}"
+    assert not uncaptioned, uncaptioned
+    print(f"static crawl: {len(pages)} pages, every link, image and download resolves")
+
+
+_CRAWLER = """<!DOCTYPE html><html><body><pre id="dlr-crawl"></pre><script>
+const pages = PAGES; const report = {};
+function visit(i) {
+  if (i >= pages.length) { document.getElementById('dlr-crawl').textContent = JSON.stringify(report); return; }
+  const frame = document.createElement('iframe');
+  const errors = [];
+  frame.onload = () => setTimeout(() => {
+    try {
+      const w = frame.contentWindow, d = w.document;
+      report[pages[i]] = {title: d.title, errors: errors,
+        resources: w.performance.getEntriesByType('resource').map(e => e.name),
+        math: d.querySelectorAll('mjx-container').length, needs_math: d.querySelectorAll('.math').length,
+        images: [...d.images].map(im => [im.getAttribute('src'), im.complete && im.naturalWidth > 0])};
+    } catch (e) { report[pages[i]] = {title: '', errors: [String(e)]}; }
+    frame.remove(); visit(i + 1);
+  }, 2500);
+  frame.src = pages[i];
+  document.body.appendChild(frame);
+  try { frame.contentWindow.addEventListener('error', e => errors.push(String(e.message))); } catch (e) {}
+}
+visit(0);
+</script></body></html>"""
+
+
+@needs_build
+@pytest.mark.skipif(
+    CHROMIUM is None and os.environ.get("CI") != "true",
+    reason="headless Chromium is not installed (apt-get install chromium); CI installs it",
+)
+def test_every_page_of_the_book_loads_in_a_browser(tmp_path):
+    "One headless Chromium opens every page in turn: it loads, fetches nothing off file://, no script error,"
+    "every image loads and math is typeset."
+    import html as _html
+
+    assert CHROMIUM, "CI needs chromium: .ci/run installs it"
+    pages = _book_pages()
+    crawler = HTML / ".crawl.html"
+    crawler.write_text(_CRAWLER.replace("PAGES", json.dumps(pages)))
+    try:
+        proc = _chromium(
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--allow-file-access-from-files",
+            f"--virtual-time-budget={4000 * len(pages)}",
+            "--dump-dom",
+            crawler.as_uri(),
+            timeout=900,
+        )
+    finally:
+        crawler.unlink()
+    m = re.search(r'<pre id="dlr-crawl">(.*?)</pre>', proc.stdout, re.S)
+    assert m and m.group(1), f"the crawl did not finish: {proc.stderr[-2000:]}"
+    report = json.loads(_html.unescape(m.group(1)))
+    problems = []
+    for page in pages:
+        r = report.get(page)
+        if not r or not r["title"]:
+            problems.append(f"{page}: did not load {r and r.get('errors')}")
+            continue
+        problems += [f"{page}: script error {e}" for e in r["errors"]]
+        problems += [f"{page}: fetched {u}" for u in r["resources"] if not u.startswith("file://")]
+        problems += [f"{page}: image {src} did not load" for src, ok in r["images"] if not ok]
+        if r["needs_math"] and not r["math"]:
+            problems.append(f"{page}: MathJax typeset none of its {r['needs_math']} formulas")
+    assert not problems, f"{len(problems)} problems: {problems[:20]}"
+    print(f"browser crawl: {len(pages)} pages checked")
