@@ -11,10 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import DataFormatError, load_checkpoint
+from .core import check_range
+from .data import DataFormatError, has_data, load_checkpoint, load_mnist
 
 # %% auto #0
-__all__ = ['MLPNet', 'load_mlpnet', 'accuracy_table', 'seed_differences', 'one_at_a_time']
+__all__ = ['HELD_OUT', 'MLPNet', 'load_mlpnet', 'fisher_split', 'accuracy_table', 'seed_differences', 'one_at_a_time']
 
 # %% ../nbs/43_mlpnet.ipynb #a1b2c006
 class MLPNet(nn.Module):
@@ -56,6 +57,31 @@ def load_mlpnet(
             raise DataFormatError(f"{name}: tensor {key} holds NaN or inf values")
     model.load_state_dict(state)
     return model.eval()
+
+# %% ../nbs/43_mlpnet.ipynb #88a0d033
+HELD_OUT = 5000  # the last test images, never used for gradients
+
+
+def fisher_split(
+    fisher_samples: int = 5000,  # images for the gradients, the Fisher and the losses of the swap search
+    use_train: bool | None = None,  # None: the training images when at hand, else the test images; True: insist
+    path: str | Path | None = None,  # data folder (default: searched)
+) -> dict:
+    "The Fisher's samples `fit` (training images when at hand, else test), `held` (last 5,000 test), `test`, `source`."
+    check_range("fisher_samples", fisher_samples, 1, 60000)
+    x, y = load_mnist("test", path)
+    source = "train" if use_train or (use_train is None and has_data("mnist_train", path)) else "test"
+    if source == "train":
+        x_fit, y_fit = load_mnist("train", path)
+    else:
+        check_range("fisher_samples", fisher_samples, 1, len(x) - HELD_OUT)
+        x_fit, y_fit = x, y
+    return {
+        "fit": (x_fit[:fisher_samples], y_fit[:fisher_samples]),
+        "held": (x[-HELD_OUT:], y[-HELD_OUT:]),
+        "test": (x, y),
+        "source": source,
+    }
 
 # %% ../nbs/43_mlpnet.ipynb #a1b2c010
 def _cell(row: dict, column: str) -> str:

@@ -184,7 +184,7 @@ def _serve_every_data_set(base: str, files: dict[str, bytes], monkeypatch):
 
 
 def test_a_checkout_without_shared_data_fetches_every_data_set(server, tmp_path, monkeypatch):
-    from dlr_nb.mlpnet import load_mlpnet
+    from dlr_nb.mlpnet import fisher_split, load_mlpnet
 
     base, files = server
     _serve_every_data_set(base, files, monkeypatch)
@@ -204,6 +204,7 @@ def test_a_checkout_without_shared_data_fetches_every_data_set(server, tmp_path,
     with torch.no_grad():
         assert float((net(x).argmax(1) == y).float().mean()) > 0.93  # the reference network, converted
     assert all(D.has_data(name) for name in D.SOURCES)
+    assert fisher_split(3)["source"] == "train"  # the training images, as the reference's Fisher, once at hand
     cache = tmp_path / "cache"
     leftovers = [p for p in cache.rglob("*") if p.name.startswith(".")]
     assert leftovers == [], leftovers
