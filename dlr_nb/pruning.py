@@ -26,6 +26,7 @@ from dlr_nb.fisher import (
 from dlr_nb.surgery import (
     cbs_select,
     cbs_update,
+    group_mask,
     magnitude_mask,
     obc_prune_layer,
     obs_scores,
@@ -36,8 +37,8 @@ from dlr_nb.surgery import (
 )
 
 # %% auto #0
-__all__ = ['METHODS', 'apply_masks', 'remove_masks', 'removed_mask', 'measured_sparsity', 'data_loss', 'accuracy', 'layer_inputs',
-           'PruningMethod', 'method_list', 'prune']
+__all__ = ['METHODS', 'PATTERNS', 'SCOPES', 'apply_masks', 'remove_masks', 'removed_mask', 'measured_sparsity', 'data_loss',
+           'accuracy', 'layer_inputs', 'PruningMethod', 'method_list', 'removal_plan', 'prune']
 
 # %% ../nbs/42_pruning.ipynb #a8c9a03a
 def apply_masks(
@@ -127,16 +128,22 @@ def layer_inputs(
     return seen
 
 # %% ../nbs/42_pruning.ipynb #e7a10c04
-def _select_magnitude(w, sparsity, fisher, search):
-    return magnitude_mask(w, sparsity), None
+def _select_magnitude(w, sparsity, fisher, search, pattern=None):
+    return (magnitude_mask(w, sparsity) if pattern is None else group_mask(w.abs(), *pattern)), None
 
 
-def _select_obs(w, sparsity, fisher, search):
-    return smallest_mask(obs_scores(w, fisher), pruned_count(len(w), sparsity)), None
+def _select_obs(w, sparsity, fisher, search, pattern=None):
+    scores = obs_scores(w, fisher)
+    return (
+        smallest_mask(scores, pruned_count(len(w), sparsity)) if pattern is None else group_mask(scores, *pattern)
+    ), None
 
 
-def _select_cbs(w, sparsity, fisher, search):
-    return cbs_select(w, fisher, sparsity, **search)
+def _select_cbs(w, sparsity, fisher, search, pattern=None):
+    if pattern is None:
+        return cbs_select(w, fisher, sparsity, **search)
+    groups, counts, fixed = pattern
+    return cbs_select(w, fisher, sparsity, **search, groups=groups, counts=counts, fixed=fixed)
 
 
 def _update_none(w, removed, fisher, context):
@@ -164,7 +171,7 @@ def _update_obc(w, removed, fisher, context):
 class PruningMethod(NamedTuple):
     "One row of the table of methods: how the removed set is selected and how the kept weights are updated."
 
-    select: Callable  # (w, sparsity, fisher, search options) → (removed-mask, search report or None)
+    select: Callable  # (w, sparsity, fisher, search options, pattern) → (removed-mask, search report or None)
     update: Callable  # (w, removed, fisher, context) → (new weights, removed-mask)
     needs_fisher: bool  # builds the empirical Fisher when none is given
     needs_data: bool  # needs samples (x, y)
@@ -190,11 +197,81 @@ def method_list(
         raise ValueError(f"methods must be among {', '.join(METHODS)}; got {text!r}")
     return names
 
+# %% ../nbs/42_pruning.ipynb #43be2f91
+PATTERNS = ["unstructured", "n:m"]
+SCOPES = ["global", "per-layer"]
+
+
+def removal_plan(
+    layers: dict[str, nn.Module],  # the prunable layers, in flat order
+    sparsity: float,  # share removed (n:m: (m − n)/m)
+    pattern: str = "unstructured",  # unstructured or n:m
+    scope: str = "global",  # unstructured: one global budget or one per layer
+    n: int = 2,  # n:m: weights kept in every group
+    m: int = 4,  # n:m: group size, along each row
+) -> tuple[torch.Tensor, torch.Tensor]:
+    "(groups, counts): the group of every flat weight and how many weights each group loses."
+    sizes = layer_sizes(layers)
+    device = next(iter(layers.values())).weight.device
+    if pattern == "n:m":
+        for name, layer in layers.items():
+            row = layer.weight[0].numel()
+            if row % m:
+                raise ValueError(f"pattern n:m: layer {name!r} has rows of {row} weights, not a multiple of m = {m}")
+        groups = torch.arange(sum(sizes), device=device) // m
+        return groups, torch.full((sum(sizes) // m,), m - n)
+    if scope == "per-layer":
+        groups = torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
+        return groups, torch.tensor([pruned_count(size, sparsity) for size in sizes])
+    return torch.zeros(sum(sizes), dtype=torch.long, device=device), torch.tensor([pruned_count(sum(sizes), sparsity)])
+
+# %% ../nbs/42_pruning.ipynb #f948437e
+def _prune_step(pruned, layers, spec, state, x, y, damping, structure, search, wf_scale, report):
+    "Fisher (unless given), selection (unless `state.removed`), update; the weights are set; (w, removed)."
+    w, times = state.w, report["seconds"]
+    t0 = time.perf_counter()
+    if spec.needs_fisher and state.fisher is None:
+        quiet = search["show_progress"]
+        state.fisher = empirical_fisher(pruned, x, y, damping, structure, show_progress=quiet)
+    t1 = time.perf_counter()
+
+    def loss_of(removed):
+        set_flat_weights(layers, torch.where(removed, 0.0, w))
+        return data_loss(pruned, x, y)
+
+    removed = state.removed
+    if removed is None:
+        removed, found = spec.select(w, report["sparsity"], state.fisher, dict(search, loss_fn=loss_of), state.plan)
+        if found is not None:
+            report["search"] = found
+    else:
+        report["given_mask"] = True
+    t2 = time.perf_counter()
+    context = SimpleNamespace(model=pruned, layers=layers, x=x, wf_scale=wf_scale)
+    w, removed = spec.update(w, removed, state.fisher, context)
+    set_flat_weights(layers, w)
+    times["fisher"] += t1 - t0
+    times["selection"] += t2 - t1
+    times["update"] += time.perf_counter() - t2
+    return w, removed
+
 # %% ../nbs/42_pruning.ipynb #1c629ce6
-def _check_prune_args(model, sparsity, method, damping, data) -> PruningMethod:
+def _check_prune_args(model, sparsity, method, damping, data, pattern, scope, n, m, steps) -> PruningMethod:
     check_range("sparsity", sparsity, 0, 1, high_open=True)
     check_range("damping", damping, 0, low_open=True)
     spec = METHODS[check_choice("method", method, METHODS)]
+    check_choice("pattern", pattern, PATTERNS)
+    check_choice("scope", scope, SCOPES)
+    check_range("steps", steps, 1)
+    if pattern == "n:m":
+        check_range("m", m, 2)
+        check_range("n", n, 1, m - 1)
+        if abs(sparsity - (m - n) / m) > 1e-12:
+            raise ValueError(
+                f"sparsity: pattern {n}:{m} removes exactly {(m - n) / m:g} of the weights; got {sparsity}"
+            )
+    if method == "obc" and (pattern, scope, steps) != ("unstructured", "global", 1):
+        raise ValueError("method 'obc' prunes unstructured, global and in one step only")
     layers = prunable_layers(model)
     check_finite("model: its prunable weights", flat_weights(layers))
     if spec.needs_data:
@@ -210,13 +287,13 @@ def _check_prune_args(model, sparsity, method, damping, data) -> PruningMethod:
 
 def prune(
     model: nn.Module,  # the model to prune (left untouched: a copy is pruned)
-    sparsity: float,  # share of the prunable weights removed, in [0, 1)
+    sparsity: float,  # share of the prunable weights removed, in [0, 1) (n:m: (m − n)/m)
     method: str = "cbs",  # a name of METHODS: mp, wf-s, wf, cbs-s, cbs or obc
     data: tuple[torch.Tensor, torch.Tensor] | None = None,  # samples (x, y) for gradients, losses and layer inputs
     fisher_samples: int = 5000,  # samples of `data` used
     damping: float = 1e-3,  # λ of the damped Fisher
     structure: str = "auto",  # Fisher form: auto, dense, low-rank or block-diagonal
-    fisher=None,  # a Fisher of this model computed beforehand (shared between calls)
+    fisher=None,  # a Fisher of this model computed beforehand (shared between calls; one step only)
     wf_scale: float = 0.9,  # WF's scaling of the joint update
     tries: int = 50,  # CBS-S: RMP random tries
     iterations: int = 100,  # CBS-S: swap passes at most
@@ -227,51 +304,49 @@ def prune(
     seed: int = 0,  # RMP's random stream
     removed: torch.Tensor | None = None,  # a flat removed-mask to use instead of selecting (e.g. CBS-U on a CBS-S mask)
     show_progress: bool | None = None,  # progress bars (None: only in a terminal)
+    pattern: str = "unstructured",  # unstructured or n:m
+    scope: str = "global",  # unstructured: one global budget or per-layer budgets
+    n: int = 2,  # n:m: weights kept in every group of m
+    m: int = 4,  # n:m: group size along each row
+    steps: int = 1,  # pruning steps, the Fisher recomputed before each
 ) -> tuple[nn.Module, dict]:
-    "Prune a copy of `model` one-shot; return it with masks applied, and a report."
+    "Prune a copy of `model` in `steps` steps; return it with masks applied, and a report."
     method = str(method).lower()
-    spec = _check_prune_args(model, sparsity, method, damping, data)
+    spec = _check_prune_args(model, sparsity, method, damping, data, pattern, scope, n, m, steps)
     check_range("fisher_samples", fisher_samples, 1)
     check_range("rho", rho, 0)
     check_range("tau", tau, 1)
     check_range("eps", eps, 0)
+    if steps > 1 and (fisher is not None or removed is not None):
+        raise ValueError("fisher and removed apply to one-step pruning (steps=1): later steps need their own")
     pruned = copy.deepcopy(model).eval()
     layers = prunable_layers(pruned)
     w0 = w = flat_weights(layers)
-    report = {"method": method, "sparsity": sparsity, "weights": len(w), "seconds": {}}
-    x, y = (data[0][:fisher_samples], data[1][:fisher_samples]) if data is not None else (None, None)
-    t0 = time.perf_counter()
-
-    def loss_of(removed):
-        set_flat_weights(layers, torch.where(removed, 0.0, w))
-        return data_loss(pruned, x, y)
-
     if removed is not None and (removed.dtype != torch.bool or removed.shape != w.shape):
         got = f"{removed.dtype} of shape {tuple(removed.shape)}"
         raise ValueError(f"removed: expected a boolean mask of {len(w)} weights; got {got}")
-    if spec.needs_fisher and fisher is None:
-        fisher = empirical_fisher(pruned, x, y, damping, structure, show_progress=show_progress)
-        report["seconds"]["fisher"] = time.perf_counter() - t0
     if fisher is not None and fisher.d != len(w):
         raise ValueError(f"fisher: built for {fisher.d} weights, the model has {len(w)}")
-    t1 = time.perf_counter()
-    if removed is not None:
-        report["given_mask"] = True
-    else:
-        search = dict(loss_fn=loss_of, tries=tries, iterations=iterations, patience=patience, seed=seed)
-        search.update(rho=rho, tau=tau, eps=eps, show_progress=show_progress)
-        removed, found = spec.select(w, sparsity, fisher, search)
-        if found is not None:
-            report["search"] = found
-    t2 = time.perf_counter()
-    report["seconds"]["selection"] = t2 - t1
-    context = SimpleNamespace(model=pruned, layers=layers, x=x, wf_scale=wf_scale)
-    w, removed = spec.update(w, removed, fisher, context)
-    report["seconds"]["update"] = time.perf_counter() - t2
-    report["seconds"]["total"] = time.perf_counter() - t0
-    set_flat_weights(layers, w)
-    apply_masks(pruned, removed)
-    report.update(removed=int(removed.sum()), measured=measured_sparsity(pruned))
-    if fisher is not None:
-        report["predicted_loss_increase"] = quadratic_cost(w - w0, torch.ones_like(removed), fisher) / 2
+    groups, counts = removal_plan(layers, sparsity, pattern, scope, n, m)
+    one_shot = (pattern, scope, steps) == ("unstructured", "global", 1)
+    report = {"method": method, "sparsity": sparsity, "weights": len(w), "pattern": pattern, "scope": scope}
+    report.update(steps=[], seconds=dict(fisher=0.0, selection=0.0, update=0.0))
+    x, y = (data[0][:fisher_samples], data[1][:fisher_samples]) if data is not None else (None, None)
+    search = dict(tries=tries, iterations=iterations, patience=patience, seed=seed, rho=rho, tau=tau, eps=eps)
+    search.update(show_progress=show_progress)
+    fixed = torch.zeros(len(w), dtype=torch.bool, device=w.device)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        budget = torch.round(counts * step / steps).long()
+        plan = None if one_shot else (groups, budget, fixed)
+        state = SimpleNamespace(w=w, fisher=fisher if step == 1 else None, removed=removed, plan=plan)
+        w, fixed = _prune_step(pruned, layers, spec, state, x, y, damping, structure, search, wf_scale, report)
+        report["steps"].append({"sparsity": int(budget.sum()) / len(w), "removed": int(fixed.sum())})
+        if x is not None:
+            report["steps"][-1]["loss"] = data_loss(pruned, x, y)
+    report["seconds"]["total"] = time.perf_counter() - start
+    apply_masks(pruned, fixed)
+    report.update(removed=int(fixed.sum()), measured=measured_sparsity(pruned))
+    if state.fisher is not None and steps == 1:
+        report["predicted_loss_increase"] = quadratic_cost(w - w0, torch.ones_like(fixed), state.fisher) / 2
     return pruned, report

@@ -11,8 +11,8 @@ import torch
 from .core import check_range, progress
 
 # %% auto #0
-__all__ = ['pruned_count', 'smallest_mask', 'magnitude_mask', 'obs_scores', 'obs_update', 'woodfisher_update', 'rmp_masks',
-           'quadratic_cost', 'swap_pass', 'cbs_select', 'cbs_update', 'obc_prune_layer']
+__all__ = ['pruned_count', 'smallest_mask', 'magnitude_mask', 'obs_scores', 'obs_update', 'woodfisher_update', 'group_mask',
+           'rmp_masks', 'quadratic_cost', 'swap_pass', 'cbs_select', 'cbs_update', 'obc_prune_layer']
 
 # %% ../nbs/41_surgery.ipynb #a8894c50
 def pruned_count(
@@ -73,6 +73,26 @@ def woodfisher_update(
     out = w.double() - scale * fisher.inv_matvec(v)
     return torch.where(removed, 0.0, out).to(w.dtype)
 
+# %% ../nbs/41_surgery.ipynb #c060f03a
+def group_mask(
+    scores: torch.Tensor,  # one score per weight (smaller: removed first)
+    groups: torch.Tensor,  # group id (0..K-1) of every weight
+    counts: torch.Tensor,  # K: how many weights each group loses
+    fixed: torch.Tensor | None = None,  # weights that must be removed (counted in their group's budget)
+) -> torch.Tensor:
+    "Removed-mask taking the counts[g] smallest scores of every group g, `fixed` weights first."
+    s = scores.double().clone()
+    if fixed is not None:
+        s[fixed] = -math.inf
+    order = torch.argsort(s, stable=True)
+    order = order[torch.argsort(groups[order], stable=True)]  # by group, by score within a group
+    sizes = torch.bincount(groups, minlength=len(counts))
+    start = torch.cumsum(sizes, 0) - sizes
+    rank = torch.arange(len(s), device=s.device) - start[groups[order]]
+    mask = torch.zeros(len(s), dtype=torch.bool, device=s.device)
+    mask[order[rank < counts.to(s.device)[groups[order]]]] = True
+    return mask
+
 # %% ../nbs/41_surgery.ipynb #e46dbcb8
 def rmp_masks(
     w: torch.Tensor,  # flat weights
@@ -115,21 +135,26 @@ def swap_pass(
     rho: int = 10,  # partners scanned on either side of i's rank
     tau: int = 20,  # the pass ends after this many i without a profitable partner
     eps: float = 1e-4,  # smallest decrease of f that counts as a swap
+    groups: torch.Tensor | None = None,  # group id of every weight: swaps only within a group (None: one group)
+    fixed: torch.Tensor | None = None,  # removed weights that must stay removed (an earlier pruning step's)
 ) -> tuple[torch.Tensor, int]:
     "One pass of CBS-S's swap search; returns the new removed-mask and the number of swaps."
     w, removed = w.double(), removed.clone()
     z = torch.where(removed, w, 0.0)
     h, Fd = fisher.matvec(z), fisher.diag()
     alpha, beta = 2 * w * h - Fd * w**2, 2 * w * h + Fd * w**2
-    I = torch.nonzero(removed)[:, 0]
+    I = torch.nonzero(removed if fixed is None else removed & ~fixed)[:, 0]
     I = I[torch.argsort(alpha[I], descending=True, stable=True)]
     J = torch.nonzero(~removed)[:, 0]
     J = J[torch.argsort(beta[J], stable=True)]
     tracker, used = fisher.tracker(z), torch.zeros(len(w), dtype=torch.bool, device=w.device)
     swaps = misses = 0
     for k, i in enumerate(I[: len(J) + rho].tolist()):
-        js = J[max(0, k - rho) : k + rho + 1]
-        js = js[~used[js]]
+        if groups is None:
+            js = J[max(0, k - rho) : k + rho + 1]
+            js = js[~used[js]]
+        else:  # the 2ρ+1 unused kept weights of i's group with the smallest β
+            js = J[(groups[J] == groups[i]) & ~used[J]][: 2 * rho + 1]
         if len(js):
             hi, hj = tracker.at(torch.tensor([i], device=w.device))[0], tracker.at(js)
             delta = (
@@ -165,10 +190,18 @@ def cbs_select(
     eps: float = 1e-4,  # smallest decrease of f that counts as a swap
     seed: int = 0,  # seed of RMP's random stream
     show_progress: bool | None = None,  # a progress bar over the passes (None: only in a terminal)
+    groups: torch.Tensor | None = None,  # group id of every weight (with `counts`: a structured pattern)
+    counts: torch.Tensor | None = None,  # weights removed in each group
+    fixed: torch.Tensor | None = None,  # weights removed by an earlier step, kept removed
 ) -> tuple[torch.Tensor, dict]:
-    "CBS-S: the removed-mask found by RMP initialisation and swap search, with a report."
+    "CBS-S: the removed-mask found by RMP initialisation (or, with groups, the OBS mask) and swap search."
     score = loss_fn or (lambda m: quadratic_cost(w, m, fisher))
-    masks = rmp_masks(w, sparsity, tries, torch.Generator().manual_seed(seed))
+    if groups is None and fixed is None:
+        masks = rmp_masks(w, sparsity, tries, torch.Generator().manual_seed(seed))
+    else:  # RMP knows neither groups nor fixed weights: start from the OBS mask of the pattern
+        groups = torch.zeros(len(w), dtype=torch.long, device=w.device) if groups is None else groups
+        counts = torch.tensor([pruned_count(len(w), sparsity)]) if counts is None else counts
+        masks = [group_mask(obs_scores(w, fisher), groups, counts, fixed)]
     losses = [score(m) for m in masks]
     start = min(range(len(masks)), key=losses.__getitem__)
     best, best_loss, current = masks[start], losses[start], masks[start]
@@ -183,7 +216,7 @@ def cbs_select(
     stale = 0
     quiet = None if show_progress is None else not show_progress
     for _ in progress(range(iterations), desc="swap passes", disable=quiet):
-        current, swaps = swap_pass(w, current, fisher, rho, tau, eps)
+        current, swaps = swap_pass(w, current, fisher, rho, tau, eps, groups, fixed)
         report["passes"] += 1
         report["swaps"] += swaps
         if swaps == 0:
