@@ -250,12 +250,13 @@ def api_index(modules: list[tuple[str, str, str]]) -> str:
 def write_api_pages(
     nbs: str | Path,  # the library notebooks
     dest: str | Path,  # the book's api/ folder
+    executed: dict[str, Path] | None = None,  # executed copies by notebook stem (`api_outputs.executed_notebooks`)
 ) -> list[Path]:
-    "Write the tidied notebooks to `dest/nbs/` and the index to `dest/index.md`; return the pages."
+    "Write the tidied notebooks (their executed copies where given) to `dest/nbs/`, the index to `dest/index.md`."
     nbs, dest = Path(nbs), Path(dest)
     pages, modules = [], []
     for path in sorted(nbs.glob("[0-9]*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
+        nb = nbformat.read((executed or {}).get(path.stem, path), as_version=4)
         module = _module_of(nb)
         if module is None:
             continue
@@ -273,14 +274,24 @@ def write_api_pages(
     return [dest / "index.md", *pages]
 
 # %% ../nbs/91_book.ipynb #078db5a1
-def prepare_book(root: str | Path) -> list[str]:
-    "Write the generated pages of the book under `root/book`; returns a line per results file that was skipped."
+def prepare_book(
+    root: str | Path,  # the repository root
+    api_outputs: bool = False,  # execute the library notebooks for the API pages (cached)
+    jobs: int = 1,  # notebooks executed in parallel
+) -> list[str]:
+    "Write the generated pages under `root/book`; a line per results file skipped and per API notebook that failed."
     root = Path(root)
     book = root / "book"
     (book / "results").mkdir(parents=True, exist_ok=True)
     problems = []
     write_if_changed(book / "results" / "ledger_table.md", ledger_markdown(ledger_rows(book / "results", problems)))
-    write_api_pages(root / "nbs", book / "api")
+    executed = None
+    if api_outputs:
+        from dlr_nb.api_outputs import executed_notebooks
+
+        executed, failed = executed_notebooks(root / "nbs", root / "dlr_nb", book / ".dlr" / "api", jobs)
+        problems += [f"API page without outputs: {line}" for line in failed]
+    write_api_pages(root / "nbs", book / "api", executed)
     return problems
 
 
@@ -288,10 +299,12 @@ def build_book(
     root: str | Path,  # the repository root
     warnings_as_errors: bool = True,  # fail on any Sphinx warning
     problems: list | None = None,  # receives a line per results file skipped as invalid
+    api_outputs: bool = False,  # API pages with the outputs of their executed notebooks (cached)
+    jobs: int = 1,  # notebooks executed in parallel
 ) -> Path:
     "Prepare and build the HTML book into `root/book/_build/html`; return the path of its index page."
     root = Path(root)
-    skipped = prepare_book(root)
+    skipped = prepare_book(root, api_outputs, jobs)
     if problems is not None:
         problems.extend(skipped)
     cmd = [

@@ -39,6 +39,12 @@ def make_parser() -> argparse.ArgumentParser:
             metavar="SECONDS",
             help="stop an experiment that runs longer (default: its limit in `dlr list`: 10x the expected time)",
         )
+    book = sub.choices["book"]
+    book.add_argument(
+        "--api-outputs",
+        action=argparse.BooleanOptionalAction,
+        help="execute the library notebooks (cached) so the API pages show outputs (default: on, off at smoke)",
+    )
     r.add_argument(
         "-p",
         dest="overrides",
@@ -94,7 +100,8 @@ def _book(project: Project, a) -> int:
     if any(o.failed for o in outcomes):
         return 1
     problems = []
-    print(f"book: {build_book(project.root, problems=problems)}")
+    api_outputs = a.profile != "smoke" if a.api_outputs is None else a.api_outputs
+    print(f"book: {build_book(project.root, problems=problems, api_outputs=api_outputs, jobs=a.jobs)}")
     return _report(problems)
 
 
