@@ -18,9 +18,9 @@ from .core import check_choice, check_range, find_repo_root
 __all__ = ['STSB_URL', 'SST2_URL', 'SST2_MD5', 'MNIST_URL', 'MLPNET_URL', 'SOURCES', 'DATASETS', 'FOLDERS', 'SST2_HELD_OUT',
            'SST2_CUT_SEED', 'MLPNET_METADATA', 'MAKERS', 'STSB_SPLITS', 'SST2_SPLITS', 'MNIST_MEAN', 'MNIST_STD',
            'MNIST_SPLITS', 'DataNotFoundError', 'DownloadError', 'DataFormatError', 'Source', 'cache_dir',
-           'fetch_command', 'download', 'sst2_cut', 'safetensors_bytes', 'mlpnet_safetensors', 'fetch_dataset',
-           'data_dir', 'SentencePairs', 'LabelledSentences', 'load_stsb', 'load_sst2', 'read_idx', 'has_data',
-           'load_mnist', 'load_mnist_test', 'load_checkpoint', 'make_mnist1d', 'load_digits_data']
+           'fetch_command', 'sources_table', 'download', 'sst2_cut', 'safetensors_bytes', 'mlpnet_safetensors',
+           'fetch_dataset', 'data_dir', 'SentencePairs', 'LabelledSentences', 'load_stsb', 'load_sst2', 'read_idx',
+           'has_data', 'load_mnist', 'load_mnist_test', 'load_checkpoint', 'make_mnist1d', 'load_digits_data']
 
 # %% ../nbs/01_data.ipynb #acae54e37e7d407bbb7b55eff062a284
 class DataNotFoundError(FileNotFoundError):
@@ -164,6 +164,22 @@ def _complete(folder: Path, name: str) -> bool:
 def fetch_command(name: str) -> str:
     "The command that downloads data set `name` into the cache."
     return f"python -c \"from dlr_nb.data import fetch_dataset; fetch_dataset('{name}')\""
+
+# %% ../nbs/01_data.ipynb #c3933fab20d04ec698c2621248eb3be0
+def sources_table() -> str:
+    "The registry as a Markdown table: one row per file (data set, file, kind, source, checksum, size, licence)."
+    lines = ["| data set | file | kind | source | verified by | bytes | terms |", "|---|---|---|---|---|---|---|"]
+    for name, files in SOURCES.items():
+        for file, s in files.items():
+            source = (
+                s.url
+                + (f" → `{s.member}`" if s.member else "")
+                + (f" ({s.make})" if s.make not in ("copy", "extract") else "")
+            )
+            check = f"sha256 `{s.sha256}`" if s.sha256 else f"archive {s.url_checksum.replace(':', ' `', 1)}`"
+            size = f"{s.size:,}" if s.size else "—"
+            lines.append(f"| {name} | `{file}` | {s.kind} | {source} | {check} | {size} | {s.licence} |")
+    return "\n".join(lines)
 
 # %% ../nbs/01_data.ipynb #72eea5119410473aa328ad9291626812
 def _checksum(spec: str) -> tuple[str, str]:
