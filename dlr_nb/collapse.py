@@ -196,6 +196,9 @@ def normalized_margin(
 ) -> dict:
     "The margins (f(x)_y − max_{c≠y} f(x)_c) / ρ of the data: their minimum and mean, and ρ."
     logits = model(x)
+    if len(logits) != len(y):
+        raise ValueError(f"x and y differ in length: {len(logits)} inputs, {len(y)} labels")
+    check_labels("y", y, logits.shape[1])
     true = logits.gather(1, y.long()[:, None])[:, 0]
     other = logits.scatter(1, y.long()[:, None], float("-inf")).max(1).values
     rho = norm_product(model)["rho"]
@@ -423,6 +426,13 @@ def train_classifier(
     check_range("weight_decay", weight_decay, 0)
     if len(x) != len(y):
         raise ValueError(f"inputs and labels differ in length: {len(x)} and {len(y)}")
+    check_finite("x", x)
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        classes = model(x[:1]).shape[1]
+    model.train(was)
+    check_labels("y", y, classes)
     groups = model.param_groups() if hasattr(model, "param_groups") else model.parameters()
     opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     g, step = torch.Generator().manual_seed(seed), 0
