@@ -1,6 +1,6 @@
 """The wheel builds and installs in a fresh virtual environment, where `import dlr_nb` and `dlr --help` work."""
 
-import subprocess, sys, venv
+import os, subprocess, sys, venv
 
 import pytest
 
@@ -171,3 +171,20 @@ def test_a_function_of_a_missing_extra_fails_on_the_missing_package(base_probe):
 def test_a_missing_extra_names_the_pip_command(base_probe):
     for (module, call, extra, package), error in zip(EXTRA_CALLS, base_probe["calls"]):
         assert f'pip install "dlr-nb[{extra}]"' in error[1] and "\n" not in error[1], (call, error)
+
+
+SLOW = os.environ.get("DLR_SLOW_TESTS") == "1"
+
+
+@pytest.mark.skipif(not SLOW, reason="minutes of training: set DLR_SLOW_TESTS=1 to run the README's snippets")
+@pytest.mark.parametrize("index", range(4))
+def test_readme_snippets_run_verbatim(index, tmp_path):
+    "Each Python snippet of the README runs as written (in this environment, which has every extra)."
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert len(blocks) == 4, "the README's snippets changed: update the parametrization"
+    proc = subprocess.run(
+        [sys.executable, "-c", blocks[index]], capture_output=True, text=True, cwd=tmp_path, timeout=1800
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
