@@ -34,6 +34,11 @@ def make_parser() -> argparse.ArgumentParser:
         q.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: each template's, auto)")
         q.add_argument("--jobs", type=int, default=1, help="experiments run in parallel processes (default: 1)")
         q.add_argument(
+            "--threads",
+            type=int,
+            help="CPU threads of each kernel (default: 1 at the smoke profile, the cores shared among jobs otherwise)",
+        )
+        q.add_argument(
             "--timeout",
             type=float,
             metavar="SECONDS",
@@ -80,7 +85,7 @@ def _list(project: Project) -> int:
 
 
 def _run(project: Project, a) -> int:
-    outcomes = run_experiments(project, a.names, a.profile, a.overrides, a.device, a.force, a.jobs, timeout=a.timeout)
+    outcomes = run_experiments(project, a.names, a.profile, a.overrides, a.device, a.force, a.jobs, timeout=a.timeout, threads=a.threads)
     print(summary(outcomes))
     return 1 if any(o.failed for o in outcomes) else 0
 
@@ -95,7 +100,7 @@ def _report(problems: list[str]) -> int:
 def _book(project: Project, a) -> int:
     from dlr_nb.book import build_book
 
-    outcomes = run_experiments(project, None, a.profile, [], a.device, False, a.jobs, timeout=a.timeout)
+    outcomes = run_experiments(project, None, a.profile, [], a.device, False, a.jobs, timeout=a.timeout, threads=a.threads)
     print(summary(outcomes))
     if any(o.failed for o in outcomes):
         return 1

@@ -366,6 +366,8 @@ def run_experiments(
     "Run the selected experiments, skipping unchanged ones; returns one `Outcome` per experiment."
     if not isinstance(jobs, int) or jobs < 1:
         raise UsageError(f"--jobs must be a positive integer; got {jobs!r}")
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise UsageError(f"--threads must be a positive integer; got {threads!r}")
     if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
         raise UsageError(f"--timeout must be a positive number of seconds; got {timeout!r}")
     experiments = discover(project.experiments)
@@ -373,8 +375,6 @@ def run_experiments(
     clean_stale_staging(project.work)
     lib = library_hash()
     progress = (sys.stderr.isatty() and jobs == 1) if progress is None else progress
-    if threads is not None and not (isinstance(threads, int) and threads >= 1):
-        raise UsageError(f"--threads must be a positive integer; got {threads!r}")
     threads = threads or default_threads(profile, jobs)
     outcomes, pending = {}, []
     for name, params in todo.items():

@@ -27,6 +27,8 @@ def _one_line_error(proc, *words):
         (["run", "quick", "--device", "tpu"], ["unknown device 'tpu'"]),
         (["run", "quick", "--jobs", "0"], ["--jobs must be a positive integer"]),
         (["run", "quick", "--jobs", "two"], ["argument --jobs"]),
+        (["run", "quick", "--threads", "0"], ["--threads must be a positive integer"]),
+        (["book", "--threads", "-2"], ["--threads must be a positive integer"]),
         (["run", "quick", "-p", "profile=smoke"], ["set profile with --profile"]),
         (["frobnicate"], ["invalid choice"]),
     ],
