@@ -485,7 +485,7 @@ def seeds_to_resolve(
     sd: float,  # σ: the standard deviation of the paired differences (> 0)
     level: float = 0.95,  # confidence level of the two-sided interval
     power: float = 0.8,  # required probability that the interval's lower end is above 0
-    most: int = 100000,  # give up (return None) beyond this many seeds
+    most: int = 10000,  # give up (return None) beyond this many seeds
 ) -> int | None:
     "Smallest number of seeds whose `level` t-interval of the paired mean excludes 0 with probability `power`."
     from scipy import stats
@@ -498,10 +498,10 @@ def seeds_to_resolve(
     def reached(n):
         return stats.nct.sf(stats.t.ppf((1 + level) / 2, n - 1), n - 1, effect * math.sqrt(n) / sd) >= power
 
-    if not reached(most):
-        return None
     low, high = 1, 2
     while not reached(high):
+        if high >= most:
+            return None
         low, high = high, min(2 * high, most)
     while high - low > 1:
         mid = (low + high) // 2
