@@ -402,7 +402,7 @@ def finetune(
         while len(order) < config.batch_size:
             order = np.concatenate([order, g.permutation(len(train))])
         idx, order = order[: config.batch_size], order[config.batch_size :]
-        batch = batch_of(enc, idx[rank::world])
+        batch = batch_of(enc, idx[rank::world], dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and config.bf16):
             loss = text_task_loss(_logits(net, batch), batch["labels"], train.task)
         value = check_loss(loss.detach(), step, advice=advice)
