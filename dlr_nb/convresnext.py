@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import check_choice, check_loss, check_range, check_type, progress
+from .core import check_choice, check_loss, check_range, check_type, needs_extra, progress
 from .lowrank import random_orthogonal
 
 # %% auto #0
@@ -267,14 +267,15 @@ def evaluate(
 def sklearn_baselines(task: str = "regression", seed: int = 0) -> dict:
     "Fresh scikit-learn baselines for the task, by display name."
     check_choice("task", task, TASKS)
-    from sklearn.gaussian_process import GaussianProcessClassifier, GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-    from sklearn.kernel_ridge import KernelRidge
-    from sklearn.linear_model import Lasso, LogisticRegression
-    from sklearn.model_selection import GridSearchCV
-    from sklearn.svm import SVC
-    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+    with needs_extra("data", "sklearn_baselines"):
+        from sklearn.gaussian_process import GaussianProcessClassifier, GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+        from sklearn.kernel_ridge import KernelRidge
+        from sklearn.linear_model import Lasso, LogisticRegression
+        from sklearn.model_selection import GridSearchCV
+        from sklearn.svm import SVC
+        from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
     rbf_grid = {
         "alpha" if task == "regression" else "C": [1e-3, 1e-2, 1e-1] if task == "regression" else [1, 10, 100],

@@ -22,9 +22,9 @@ import torch
 
 # %% auto #0
 __all__ = ['DEVICE_PATTERN', 'DTYPES', 'check_type', 'check_choice', 'check_range', 'check_finite', 'check_labels', 'int_list',
-           'float_list', 'seed_everything', 'resolve_device', 'resolve_dtype', 'Timer', 'benchmark', 'step_seconds',
-           'resident_bytes', 'PeakMemory', 'peak_memory_of', 'DivergenceError', 'check_loss', 'find_repo_root',
-           'atomic_write_text', 'progress']
+           'float_list', 'needs_extra', 'seed_everything', 'resolve_device', 'resolve_dtype', 'Timer', 'benchmark',
+           'step_seconds', 'resident_bytes', 'PeakMemory', 'peak_memory_of', 'DivergenceError', 'check_loss',
+           'find_repo_root', 'atomic_write_text', 'progress']
 
 # %% ../nbs/00_core.ipynb #47992385
 def check_type(
@@ -141,6 +141,20 @@ def float_list(
     if not values:
         raise ValueError(f"{name} must list at least one number; got {text!r}")
     return values
+
+# %% ../nbs/00_core.ipynb #cd07a865
+@contextlib.contextmanager
+def needs_extra(
+    extra: str,  # the dlr-nb extra that installs the package (data, lora, book)
+    feature: str,  # what needs it, as the message names it
+):
+    "Turn a missing optional package into a one-line ModuleNotFoundError naming the extra to install."
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        message = f'{feature} needs the package {top}: pip install "dlr-nb[{extra}]"'
+        raise ModuleNotFoundError(message, name=e.name) from None
 
 # %% ../nbs/00_core.ipynb #8ce4ecef
 def seed_everything(

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from .core import check_choice, check_range, find_repo_root
+from .core import check_choice, check_range, find_repo_root, needs_extra
 
 # %% auto #0
 __all__ = ['STSB_URL', 'SST2_URL', 'SST2_MD5', 'MNIST_URL', 'MLPNET_URL', 'SOURCES', 'DATASETS', 'FOLDERS', 'SST2_HELD_OUT',
@@ -593,8 +593,9 @@ def make_mnist1d(
     "MNIST-1D generated offline: `x` (N×40 float32), `y`, `x_test`, `y_test`."
     check_range("num_samples", num_samples, 10)
     check_range("train_split", train_split, 0, 1, low_open=True, high_open=True)
-    from mnist1d.data import get_dataset_args, make_dataset
-    from mnist1d.utils import ObjectView
+    with needs_extra("data", "make_mnist1d"):
+        from mnist1d.data import get_dataset_args, make_dataset
+        from mnist1d.utils import ObjectView
 
     args = ObjectView(
         {**get_dataset_args(as_dict=True), "num_samples": num_samples, "train_split": train_split, "seed": seed}
@@ -614,8 +615,9 @@ def load_digits_data(
 ) -> dict[str, torch.Tensor]:
     "scikit-learn's digits as `x` (N×64 in [0, 1]), `y`, `x_test`, `y_test`, split stratified by class."
     check_range("test_size", test_size, 0, 1, low_open=True, high_open=True)
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    with needs_extra("data", "load_digits_data"):
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
 
     X, Y = load_digits(return_X_y=True)
     x, x_test, y, y_test = train_test_split(X / 16.0, Y, test_size=test_size, random_state=seed, stratify=Y)

@@ -10,11 +10,12 @@ from typing import Any, Optional, Union
 
 import torch
 from torch import nn
-from peft import PeftConfig
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_adapters_to_merge
-from peft.utils import PeftType, register_peft_method
+from .core import check_choice, check_range, needs_extra
 
-from .core import check_choice, check_range
+with needs_extra("lora", "dlr_nb.peft_deeplora"):
+    from peft import PeftConfig
+    from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_adapters_to_merge
+    from peft.utils import PeftType, register_peft_method
 from .adapter_layers import DeepLoraLayer, adapter_class_for
 from .lora import _set_compressed, adapters, compress_adapters, target_modules
 
