@@ -65,6 +65,11 @@ def make_parser() -> argparse.ArgumentParser:
     pub.add_argument("--branch", default="gh-pages", help="branch that holds the site (default: gh-pages)")
     pub.add_argument("--no-push", dest="push", action="store_false", help="commit to the local branch only")
     pub.add_argument("--dry-run", action="store_true", help="print the command and change nothing")
+    from dlr_nb.data import SOURCES
+
+    fetch = sub.add_parser("fetch", help="download and verify data sets that are missing (sha256 of every file)")
+    fetch.add_argument("datasets", nargs="+", metavar="NAME", choices=list(SOURCES), help=", ".join(SOURCES))
+    fetch.add_argument("--dest", help="folder to fill (default: the data cache; one data set at a time)")
     return p
 
 # %% ../nbs/92_cli.ipynb #9ec9ff7d
@@ -85,7 +90,9 @@ def _list(project: Project) -> int:
 
 
 def _run(project: Project, a) -> int:
-    outcomes = run_experiments(project, a.names, a.profile, a.overrides, a.device, a.force, a.jobs, timeout=a.timeout, threads=a.threads)
+    outcomes = run_experiments(
+        project, a.names, a.profile, a.overrides, a.device, a.force, a.jobs, timeout=a.timeout, threads=a.threads
+    )
     print(summary(outcomes))
     return 1 if any(o.failed for o in outcomes) else 0
 
@@ -100,7 +107,9 @@ def _report(problems: list[str]) -> int:
 def _book(project: Project, a) -> int:
     from dlr_nb.book import build_book
 
-    outcomes = run_experiments(project, None, a.profile, [], a.device, False, a.jobs, timeout=a.timeout, threads=a.threads)
+    outcomes = run_experiments(
+        project, None, a.profile, [], a.device, False, a.jobs, timeout=a.timeout, threads=a.threads
+    )
     print(summary(outcomes))
     if any(o.failed for o in outcomes):
         return 1
@@ -129,10 +138,30 @@ def _publish(project: Project, a) -> int:
     return 0
 
 
+def _fetch(a) -> int:
+    "Download the named data sets; a failed download is one line and exit status 1."
+    from dlr_nb.data import DownloadError, data_dir, fetch_dataset, has_data
+
+    if a.dest and len(a.datasets) > 1:
+        raise UsageError("--dest takes one data set at a time")
+    for name in a.datasets:
+        if a.dest is None and has_data(name):
+            print(f"{name}: already at hand in {data_dir(name, download_missing=False)}")
+            continue
+        try:
+            print(f"{name}: {fetch_dataset(name, a.dest)}")
+        except DownloadError as e:
+            print(f"dlr: {name}: {e}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `dlr` command; returns the exit status."
     a = make_parser().parse_args(argv)
     try:
+        if a.command == "fetch":  # needs no checkout
+            return _fetch(a)
         project = Project(a.root) if a.root else Project.find()
         if a.command == "list":
             return _list(project)

@@ -163,7 +163,7 @@ def _complete(folder: Path, name: str) -> bool:
 
 def fetch_command(name: str) -> str:
     "The command that downloads data set `name` into the cache."
-    return f"python -c \"from dlr_nb.data import fetch_dataset; fetch_dataset('{name}')\""
+    return f"dlr fetch {name}"
 
 # %% ../nbs/01_data.ipynb #c3933fab20d04ec698c2621248eb3be0
 def sources_table() -> str:

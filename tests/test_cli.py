@@ -31,6 +31,8 @@ def _one_line_error(proc, *words):
         (["book", "--threads", "-2"], ["--threads must be a positive integer"]),
         (["run", "quick", "-p", "profile=smoke"], ["set profile with --profile"]),
         (["frobnicate"], ["invalid choice"]),
+        (["fetch", "imagenet"], ["invalid choice: 'imagenet'", "mnist"]),
+        (["fetch", "mnist", "stsb", "--dest", "x"], ["--dest takes one data set at a time"]),
     ],
 )
 def test_bad_input_exits_2_with_one_line(project, args, words):
