@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import check_choice, check_loss, check_range, progress, resolve_device
+from .core import check_choice, check_loss, check_range, needs_extra, progress, resolve_device
 from .stats import spearman
 from .lora import adapters, compress_adapters, inject, outer_parameters, save_adapters, target_modules
 
@@ -194,8 +194,9 @@ def load_encoder(
     offline: bool | None = None,  # only local files (None: unless HF_HUB_OFFLINE says otherwise, try the network)
 ):
     "A sequence-classification model (new head, seeded) and its tokenizer."
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    with needs_extra("lora", "load_encoder"):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
     path = name
     if name == MINILM:
@@ -233,7 +234,8 @@ def peft_lora(
     seed: int = 0,  # seed of the reference initialisation (the caller's random stream is untouched)
 ):
     "Vanilla LoRA from peft on the same targets: rank r, α = r (scaling 1), no dropout, the reference's initialisation."
-    from peft import LoraConfig, get_peft_model
+    with needs_extra("lora", "peft_lora"):
+        from peft import LoraConfig, get_peft_model
 
     check_choice("init", init, LORA_INITS)
     config = LoraConfig(

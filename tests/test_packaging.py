@@ -163,12 +163,8 @@ def test_a_function_of_a_missing_extra_fails_on_the_missing_package(base_probe):
         assert error[0] in ("ModuleNotFoundError", "ImportError") and package in error[1], (call, error)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the library's optional imports do not yet name the extra to install; the wrapper belongs in dlr_nb.core "
-    "and the modules that import transformers, peft, scikit-learn and mnist1d",
-)
 def test_a_missing_extra_names_the_pip_command(base_probe):
+    "A function of a missing extra fails in one line that names the pip command (dlr_nb.core.needs_extra)."
     for (module, call, extra, package), error in zip(EXTRA_CALLS, base_probe["calls"]):
         assert f'pip install "dlr-nb[{extra}]"' in error[1] and "\n" not in error[1], (call, error)
 
