@@ -320,7 +320,9 @@ class FinetuneConfig:
     max_length: int = 128  # tokens per sequence
     eval_every: int = 0  # evaluate every this many steps (0: only at the end)
     eval_batch_size: int = 64  # examples per forward pass when evaluating
-    bf16: bool = True  # autocast to bf16 on CUDA
+    bf16: bool = (
+        False  # autocast to bf16 on CUDA (off: the reference computes in fp32, and bf16 rounds ε-small updates away)
+    )
     seed: int = 0  # order of the batches, dropout and (in fewshot_trial) the adapters' initialisation
 
     def __post_init__(self):
