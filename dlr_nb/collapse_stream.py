@@ -9,7 +9,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .core import check_finite, check_labels, check_range, check_type
+from .core import check_choice, check_finite, check_labels, check_range, check_type
 from .collapse import equiangularity, equinorm
 
 # %% auto #0
@@ -160,14 +160,16 @@ def _metrics(
 CollapseStatistics.metrics = _metrics
 
 # %% ../nbs/51_collapse_stream.ipynb #15a51f9b
-def _hooked_pass(model, layer, batches, device, consume):
-    "Run `model` over `batches` of (x, y), calling consume(features, y) with the flattened output of `layer`."
+def _hooked_pass(model, layer, batches, device, consume, side="output"):
+    "Run `model` over `batches` of (x, y), calling consume(features, y) with `layer`'s flattened output (or input)."
     modules = dict(model.named_modules())
     if layer not in modules:
         shown = ", ".join(n for n in list(modules)[1:13])
         raise ValueError(f"layer {layer!r} is not a module of the model; its modules include: {shown}")
     seen = {}
-    handle = modules[layer].register_forward_hook(lambda m, i, out: seen.__setitem__("h", out))
+    handle = modules[layer].register_forward_hook(
+        lambda m, i, out: seen.__setitem__("h", i[0] if side == "input" else out)
+    )
     try:
         with torch.inference_mode():
             for x, y in batches:
@@ -184,8 +186,10 @@ def collect_statistics(
     num_classes: int,  # C
     classifier: tuple | None = None,  # (W, b) of the last linear layer, for NC4's second pass
     device: str | torch.device = "cpu",  # where the model runs and the statistics live
+    side: str = "output",  # the features are the module's output, or its input (e.g. what enters the classifier)
 ) -> CollapseStatistics:
-    "Class statistics of `layer`'s output over `batches` (and NC4's counts given `classifier`)."
+    "Class statistics of `layer`'s output (or input) over `batches` (and NC4's counts given `classifier`)."
+    check_choice("side", side, ["output", "input"])
     model.eval()
     box = {}
 
@@ -194,12 +198,12 @@ def collect_statistics(
             box["acc"] = CollapseStatistics(num_classes, h.shape[1], device)
         box["acc"].update(h, y)
 
-    _hooked_pass(model, layer, batches, device, consume)
+    _hooked_pass(model, layer, batches, device, consume, side)
     if "acc" not in box:
         raise ValueError("batches is empty: no sample was seen")
     if classifier is not None:
         W, b = classifier
-        _hooked_pass(model, layer, batches, device, lambda h, y: box["acc"].check_ncc(h, W, b))
+        _hooked_pass(model, layer, batches, device, lambda h, y: box["acc"].check_ncc(h, W, b), side)
     return box["acc"]
 
 # %% ../nbs/51_collapse_stream.ipynb #ed62cf8c
