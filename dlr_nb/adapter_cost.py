@@ -34,6 +34,7 @@ def train_steps(
     lr: float = 1e-4,  # AdamW learning rate
     device="cpu",  # auto, cpu, cuda, cuda:N or mps
     steps: int = 3,  # training steps on the batch
+    gamma: float = 0.0,  # γ: a compressed adapter's bases train at γ·lr when γ > 0 (the reference: 1e-2)
 ) -> list[float]:
     "Load `model_name`, put the adapter `kind` on it and take `steps` AdamW steps on one STS-B batch; the losses."
     import ctypes
@@ -44,9 +45,9 @@ def train_steps(
     model, tokenizer = load_encoder(model_name, num_labels=1, seed=seed)
     model.to(dev)
     loss_fn = batch_loss(tokenizer, few_shot(load_task("stsb"), samples, seed=seed), 16, device=dev)
-    model, _ = adapted_model(model, kind, targets, rank, seed, loss_fn)
+    model, _ = adapted_model(model, kind, targets, rank, seed, loss_fn, outer_trainable=gamma > 0)
     model.train()
-    opt = adapter_optimizer(model, FinetuneConfig(lr=lr))
+    opt = adapter_optimizer(model, FinetuneConfig(lr=lr, outer_lr_ratio=gamma))
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand the memory freed after compression back to the system (glibc)
