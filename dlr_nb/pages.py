@@ -244,7 +244,7 @@ def page_addition(
     srcdir: str | Path,  # the book's folder
     state: dict,  # from `_book_state`: results by name, parts of the toc
 ) -> str:
-    "The page's text as the book shows it: a theory chapter with its measured section, a result with its box."
+    "The page's text as the book shows it: a theory chapter with its measured section, a result with its box, data's sources."
     if docname.startswith("results/"):
         name = docname.split("/", 1)[1]
         folder = Path(srcdir) / "results"
@@ -256,6 +256,10 @@ def page_addition(
         papermill = nb.get("metadata", {}).get("papermill", {})
         box = reproduce_markdown(res, papermill, run_downloads(folder, name))
         return json.dumps(add_reproduce_box(nb, box), ensure_ascii=False)
+    if docname == "data":  # the data page lists the registry itself, so it cannot drift from what is downloaded
+        from dlr_nb.data import sources_table
+
+        return source.rstrip("\n") + "\n\n" + sources_table() + "\n"
     for theory, experiments in state["parts"]:
         if docname in theory and experiments:
             return source.rstrip("\n") + "\n\n" + measured_markdown(experiments, state["results"]) + "\n"
