@@ -244,7 +244,7 @@ def page_addition(
     srcdir: str | Path,  # the book's folder
     state: dict,  # from `_book_state`: results by name, parts of the toc
 ) -> str:
-    "The page's text as the book shows it: a theory chapter with its measured section, a result with its box, data's sources."
+    "The page's text as the book shows it: theory with its measured section, a result with its box, data's sources."
     if docname.startswith("results/"):
         name = docname.split("/", 1)[1]
         folder = Path(srcdir) / "results"
