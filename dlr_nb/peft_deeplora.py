@@ -17,7 +17,7 @@ with needs_extra("lora", "dlr_nb.peft_deeplora"):
     from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_adapters_to_merge
     from peft.utils import PeftType, register_peft_method
 from .adapter_layers import DeepLoraLayer, adapter_class_for
-from .lora import _set_compressed, adapters, compress_adapters, target_modules
+from .lora import _set_compressed, _set_module, adapters, compress_adapters, target_modules
 
 # %% auto #0
 __all__ = ['DEEPLORA', 'register_peft_type', 'DeepLoraConfig', 'DeepLoraTunerLayer', 'DeepLoraModel', 'to_peft', 'compress_peft']
@@ -244,8 +244,7 @@ def to_peft(
             raise ValueError(f"{name}: to_peft needs one rank, depth, width and scaling for every layer")
     factors = {name: [p.detach().clone() for p in layer.lora_factors] for name, layer in layers.items()}
     for name, layer in layers.items():
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, layer.base_layer)
+        _set_module(model, name, layer.base_layer)
     config = DeepLoraConfig(
         rank=first.rank,
         depth=first.depth,
