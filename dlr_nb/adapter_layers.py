@@ -67,10 +67,12 @@ class DeepLoraLayer(nn.Module):
             )
         self.lora_left = self.lora_right = None
 
+    base_type: type | None = None  # the wrapped module class (None: the subclass decides in `accepts`)
+
     @classmethod
     def accepts(cls, module: nn.Module) -> bool:
         "Whether this class can wrap `module`."
-        return False
+        return cls.base_type is not None and isinstance(module, cls.base_type)
 
     @staticmethod
     def delta_shape(base_layer: nn.Module) -> tuple[int, int]:
@@ -132,11 +134,7 @@ class DeepLoraLinear(DeepLoraLayer):
 
     kind = "linear"
     accepted = "nn.Linear"
-
-    @classmethod
-    def accepts(cls, module: nn.Module) -> bool:
-        "Whether this class can wrap `module`."
-        return isinstance(module, nn.Linear)
+    base_type = nn.Linear
 
     @staticmethod
     def delta_shape(base_layer: nn.Module) -> tuple[int, int]:
@@ -160,6 +158,7 @@ class DeepLoraEmbedding(DeepLoraLayer):
 
     kind = "embedding"
     accepted = "nn.Embedding"
+    base_type = nn.Embedding
 
     def __init__(
         self,
@@ -173,11 +172,6 @@ class DeepLoraEmbedding(DeepLoraLayer):
             )
         super().__init__(base_layer, *args, **kwargs)
         self.dropout = nn.Identity()  # the input is an index
-
-    @classmethod
-    def accepts(cls, module: nn.Module) -> bool:
-        "Whether this class can wrap `module`."
-        return isinstance(module, nn.Embedding)
 
     @staticmethod
     def delta_shape(base_layer: nn.Module) -> tuple[int, int]:
