@@ -64,15 +64,20 @@ def _update(self: CollapseStatistics, H: torch.Tensor, y: torch.Tensor) -> Colla
 CollapseStatistics.update = _update
 
 # %% ../nbs/51_collapse_stream.ipynb #59e0e909
-def _check_batch(stats: CollapseStatistics, H, y):
-    "One-line errors for a batch of the wrong kind or shape."
+def _check_features(stats: CollapseStatistics, H):
+    "One-line errors for features of the wrong kind or shape."
     check_type("features", H, torch.Tensor)
     if H.ndim != 2 or H.shape[1] != stats.p:
         raise ValueError(f"features must be a batch × {stats.p} matrix; got shape {tuple(H.shape)}")
+    check_finite("features", H)
+
+
+def _check_batch(stats: CollapseStatistics, H, y):
+    "One-line errors for a labelled batch of the wrong kind or shape."
+    _check_features(stats, H)
     check_labels("labels", y, stats.C)
     if len(y) != len(H):
         raise ValueError(f"features and labels differ in length: {len(H)} features, {len(y)} labels")
-    check_finite("features", H)
 
 # %% ../nbs/51_collapse_stream.ipynb #2d71244a
 def _statistics(self: CollapseStatistics) -> dict:
@@ -119,7 +124,7 @@ def _check_ncc(
     b: torch.Tensor | None = None,  # C classifier biases
 ) -> CollapseStatistics:
     "Count the samples whose classifier decision differs from the nearest class mean (NC4)."
-    _check_batch(self, H, torch.zeros(len(H), dtype=torch.long))
+    _check_features(self, H)
     H = H.detach().to(self.scatter.device, torch.float64)
     W = W.detach().to(H)
     logits = H @ W.T + (0 if b is None else b.detach().to(H))
