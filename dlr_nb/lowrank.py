@@ -11,8 +11,8 @@ import torch
 from .core import check_choice, check_finite, check_range, check_type
 
 # %% auto #0
-__all__ = ['chain_product', 'random_orthogonal', 'gradient_subspace_basis', 'numerical_rank', 'stable_rank', 'principal_angles',
-           'subspace_similarity']
+__all__ = ['chain_product', 'random_orthogonal', 'gradient_subspace_basis', 'numerical_rank', 'stable_rank', 'reference_rank',
+           'principal_angles', 'subspace_similarity']
 
 # %% ../nbs/05_lowrank.ipynb #82c40910
 def chain_product(
@@ -101,6 +101,23 @@ def stable_rank(
     if float(s[0]) == 0.0:
         return 0.0
     return float((s**2).sum() / s[0] ** 2)
+
+# %% ../nbs/05_lowrank.ipynb #887b37de
+def reference_rank(
+    W: torch.Tensor,  # a learned update ΔW
+    rank: int,  # r: the cap (the LoRA rank compared with)
+    zero_norm: float = 1e-3,  # ‖ΔW‖₂ at or below this counts as rank 0 (where capped)
+    capped: bool = True,  # Deep LoRA's rule (cap and zero threshold); False: LoRA's, numpy's count alone
+) -> int:
+    "An update's rank as the Deep LoRA reference counts it: numpy's tolerance, capped at r, 0 if ‖ΔW‖₂ ≤ zero_norm."
+    check_range("rank", rank, 1)
+    check_range("zero_norm", zero_norm, 0)
+    eps = torch.finfo(torch.float32).eps
+    count = numerical_rank(W, rtol=max(W.shape) * eps)
+    if not capped:
+        return count
+    norm = float(_singular_values("reference_rank", W)[0])
+    return 0 if norm <= zero_norm else min(count, rank)
 
 # %% ../nbs/05_lowrank.ipynb #7a9bd4ea
 def principal_angles(
