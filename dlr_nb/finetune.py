@@ -192,8 +192,10 @@ def load_encoder(
     num_labels: int = 1,  # outputs of the new head
     seed: int = 0,  # seed of the new head's initialisation
     offline: bool | None = None,  # only local files (None: unless HF_HUB_OFFLINE says otherwise, try the network)
+    pooling: str = "cls",  # what the head reads: cls (the model's pooled first token, the reference's) or mean
 ):
     "A sequence-classification model (new head, seeded) and its tokenizer."
+    check_choice("pooling", pooling, ["cls", "mean"])
     with needs_extra("lora", "load_encoder"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -219,6 +221,10 @@ def load_encoder(
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
     except (OSError, ValueError) as e:
         raise ValueError(f"model {name!r} {_NOT_FOUND} ({str(e).splitlines()[0]})") from None
+    if pooling == "mean":
+        from .mean_pooling import MeanPooledClassifier
+
+        model = MeanPooledClassifier(model)
     return model, tokenizer
 
 
