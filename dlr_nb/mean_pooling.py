@@ -8,8 +8,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import check_type
-
 # %% auto #0
 __all__ = ['MeanPooledClassifier']
 
