@@ -295,7 +295,6 @@ def adapted_model(
     train: tuple[str, ...] = (),  # regular expressions of modules trained in full (the reference: none, head frozen)
     lora_init: str = "reference",  # peft LoRA's initialisation, see `peft_lora`
     outer_trainable: bool = False,  # compressed: left/right bases trainable (γ > 0)
-    max_width: int | None = None,  # deep-wide: cap on the width max(m, n) (None: the reference's, uncapped)
 ) -> tuple[nn.Module, float]:
     "Put the adapter `kind` on `model` (in place); returns the model and the compression time in seconds."
     import time
@@ -303,9 +302,8 @@ def adapted_model(
     check_choice("kind", kind, ADAPTERS)
     if kind == "lora":
         return peft_lora(model, targets, rank, train, lora_init, seed), 0.0
-    width = {"deep-narrow": None, "deep-wide": "max", "deep-compressed": "wide"}[kind]
-    cap = max_width if kind == "deep-wide" else None
-    inject(model, targets, train=list(train), rank=rank, depth=3, width=width, max_width=cap, seed=seed)
+    width = None if kind == "deep-narrow" else "wide"
+    inject(model, targets, train=list(train), rank=rank, depth=3, width=width, seed=seed)
     if kind != "deep-compressed":
         return model, 0.0
     if loss_fn is None:
@@ -469,7 +467,6 @@ def fewshot_trial(
     callback=None,  # callback(step, model), as in finetune
     train_modules: tuple[str, ...] = (),  # modules trained in full besides the adapters (the reference: none)
     lora_init: str = "reference",  # peft LoRA's initialisation, see `peft_lora`
-    max_width: int | None = None,  # deep-wide: cap on its width max(m, n), see `adapted_model`
 ) -> tuple[nn.Module, list[dict]]:
     "Fine-tune a fresh copy of `base` with adapter `kind` (seeded by config.seed); returns the model and the log."
     import copy
@@ -489,7 +486,6 @@ def fewshot_trial(
         train_modules,
         lora_init,
         outer_trainable=config.outer_lr_ratio > 0,
-        max_width=max_width,
     )
     return model, finetune(model, tokenizer, train, config, eval_data, dev, show_progress=False, callback=callback)
 
