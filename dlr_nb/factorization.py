@@ -127,13 +127,17 @@ def low_rank_target(
     seed: int = 0,  # seed of the Gaussian matrix
     dtype: str | torch.dtype = "float64",  # returned dtype (drawn in float64)
     device: str | torch.device = "cpu",  # returned device
+    triplets: str = "top",  # which singular triplets: top (the largest r*) or spread (comp-deep-nets' generate_data)
 ) -> torch.Tensor:
-    "A d_out×d_in Gaussian matrix truncated to its top `rank` singular triplets."
+    "A d_out×d_in Gaussian matrix truncated to `rank` of its singular triplets (the top ones, or spread ones)."
     check_type("rank", rank, int)
-    check_range("rank", rank, 1, min(d_out, d_in))
+    check_choice("triplets", triplets, ["top", "spread"])
+    check_range("rank", rank, 1, min(d_out, d_in) if triplets == "top" else min(d_out, d_in, d_in // 2))
     g = torch.randn(d_out, d_in, generator=_generator(seed), dtype=torch.float64)
     u, s, vt = torch.linalg.svd(g, full_matrices=False)
-    return ((u[:, :rank] * s[:rank]) @ vt[:rank]).to(device=resolve_device(device), dtype=resolve_dtype(dtype))
+    idx = torch.arange(rank) if triplets == "top" else (torch.arange(rank) * d_in) // (2 * rank)  # 0, d/(2r*), ...
+    out = (u[:, idx] * s[idx]) @ vt[idx]
+    return out.to(device=resolve_device(device), dtype=resolve_dtype(dtype))
 
 
 def completion_mask(
