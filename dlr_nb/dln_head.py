@@ -14,27 +14,7 @@ from .core import Timer, check_choice, check_loss, check_range, check_type
 from .factorization import CompressedFactorization, DeepFactorization, FactorChain, compress_factorization
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'block_apply', 'DLNClassifier', 'add_deep_linear', 'HeadLoss', 'compress_head', 'train_timed',
-           'time_to_accuracy']
-
-# %% ../nbs/13_dln_head.ipynb #ea25e9c4
-def block_apply(
-    block: nn.Module | None,  # a FactorChain, a CompressedFactorization, or None (the identity: no block)
-    h: torch.Tensor,  # B × d features, one per row
-) -> torch.Tensor:
-    "Rows of `h` mapped by the block's end-to-end matrix, hᵀ ↦ (W_L ⋯ W_1 h)ᵀ, factor by factor."
-    if block is None:
-        return h
-    if isinstance(block, CompressedFactorization):
-        h = h @ block.right
-        for w in block.inner:
-            h = h @ w.T
-        return h @ block.left.T
-    if isinstance(block, FactorChain):
-        for w in block.factors:
-            h = h @ w.T
-        return h
-    raise TypeError(f"block must be a FactorChain or a CompressedFactorization; got {type(block).__name__}")
+__all__ = ['OPTIMIZERS', 'DLNClassifier', 'add_deep_linear', 'HeadLoss', 'compress_head', 'train_timed', 'time_to_accuracy']
 
 # %% ../nbs/13_dln_head.ipynb #fd031464
 class DLNClassifier(nn.Module):
@@ -71,7 +51,8 @@ class DLNClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         "The logits C·W_{L:1}·h + c."
-        return self.classifier(block_apply(self.block, self.features(x)))
+        h = self.features(x)
+        return self.classifier(h if self.block is None else self.block.apply_rows(h))
 
     def param_groups(
         self,
@@ -86,6 +67,8 @@ class DLNClassifier(nn.Module):
         block: nn.Module | None,  # the new block (None: the original model)
     ) -> DLNClassifier:
         "A copy with the same MLP and classifier weights and `block` in place of the current one."
+        if block is not None and not isinstance(block, (FactorChain, CompressedFactorization)):
+            raise TypeError(f"block must be a FactorChain or a CompressedFactorization; got {type(block).__name__}")
         other = copy.deepcopy(self)
         other.block = block
         return other

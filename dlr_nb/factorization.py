@@ -56,6 +56,12 @@ class FactorChain(nn.Module):
         "The end-to-end matrix W_L ⋯ W_1."
         return chain_product(self.factors)
 
+    def apply_rows(self, h: torch.Tensor) -> torch.Tensor:
+        "A batch of rows h (B × d_in) mapped to (W_L ⋯ W_1 hᵀ)ᵀ factor by factor, in O(B·Σ size(W_ℓ))."
+        for w in self.factors:
+            h = h @ w.T
+        return h
+
 
 class DeepFactorization(FactorChain):
     "A deep linear network W_L ⋯ W_1 whose forward pass returns the end-to-end matrix."
@@ -307,6 +313,13 @@ class CompressedFactorization(nn.Module):
     def forward(self) -> torch.Tensor:
         "The end-to-end matrix, formed as (U_L · core) · V_1ᵀ in O(d² k)."
         return (self.left @ self.core()) @ self.right.T
+
+    def apply_rows(self, h: torch.Tensor) -> torch.Tensor:
+        "A batch of rows h (B × d_in) mapped by the end-to-end matrix factor by factor, in O(B·(d_in + d_out)·k)."
+        h = h @ self.right
+        for w in self.inner:
+            h = h @ w.T
+        return h @ self.left.T
 
     def param_groups(
         self,
