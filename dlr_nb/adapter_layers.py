@@ -29,10 +29,7 @@ class DeepLoraLayer(nn.Module):
         base_layer: nn.Module,  # the frozen layer W_0 that the adapter wraps (a type the subclass accepts)
         rank: int = 8,  # r: the rank of the update
         depth: int = 3,  # L ≥ 2 factors (2: vanilla LoRA)
-        width: int
-        | str
-        | None = None,  # inner width: None (= rank, narrow), "wide" (smaller side), "max" (larger side) or an int
-        max_width: int | None = None,  # upper bound on a "wide" or "max" width (None: none)
+        width: int | str | None = None,  # None (= rank, narrow), "wide" (smaller side), "max" (larger side) or an int
         init: str = "orthogonal",  # orthogonal (Deep LoRA, scale ε) or lora (Gaussian then zero)
         epsilon: float = 1e-3,  # ε of the orthogonal initialisation
         scaling: float = 1.0,  # s (the reference uses 1: no α/r)
@@ -56,9 +53,6 @@ class DeepLoraLayer(nn.Module):
             check_choice("width", width, ["wide", "max"])
         w = {None: rank, "wide": min(m, n), "max": max(m, n)}.get(width, width)
         check_type("width", w, int)
-        if max_width is not None and isinstance(width, str):
-            check_range("max_width", max_width, rank)
-            w = min(w, max_width)
         check_range("width", w, rank)
         self.base_layer, self.rank, self.depth, self.width, self.init = base_layer, rank, depth, w, init
         self.epsilon, self.scaling, self.merged, self.compressed = epsilon, scaling, False, False
