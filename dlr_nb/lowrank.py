@@ -112,12 +112,11 @@ def reference_rank(
     "An update's rank as the Deep LoRA reference counts it: numpy's tolerance, capped at r, 0 if ‖ΔW‖₂ ≤ zero_norm."
     check_range("rank", rank, 1)
     check_range("zero_norm", zero_norm, 0)
-    eps = torch.finfo(torch.float32).eps
-    count = numerical_rank(W, rtol=max(W.shape) * eps)
+    s = _singular_values("reference_rank", W)  # one SVD for the count and the norm
+    count = int((s > max(W.shape) * torch.finfo(torch.float32).eps * s[0]).sum())  # numpy's default tolerance
     if not capped:
         return count
-    norm = float(_singular_values("reference_rank", W)[0])
-    return 0 if norm <= zero_norm else min(count, rank)
+    return 0 if float(s[0]) <= zero_norm else min(count, rank)
 
 # %% ../nbs/05_lowrank.ipynb #7a9bd4ea
 def principal_angles(
