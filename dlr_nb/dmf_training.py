@@ -18,7 +18,7 @@ from .factorization import RecoveryProblem
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'TrainLog', 'factorization_optimizer', 'train', 'rho_recursion', 'complement', 'invariant_bases',
            'complement_scale', 'factor_singular_values', 'singular_value_series', 'trajectory_pca', 'step_cost_ratio',
-           'speedup', 'log_rows', 'plot_curves', 'worst_error_ratio']
+           'speedup', 'log_rows', 'plot_curves', 'finish_line', 'worst_error_ratio']
 
 # %% ../nbs/11_dmf_training.ipynb #1bb74176
 @dataclass
@@ -264,6 +264,19 @@ def plot_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+# %% ../nbs/11_dmf_training.ipynb #6d7dbd5d
+def finish_line(
+    original: TrainLog,  # the run the others are compared with
+    stop_on: str,  # what the runs stop on: loss or recovery
+    loss_tol: float,  # the training-loss tolerance they stop at (stop_on = loss)
+    recovery_tol: float,  # the recovery-error tolerance (stop_on = recovery)
+) -> dict:
+    "The level and metric every speedup is timed to, as keyword arguments of `speedup` and `TrainLog.first`."
+    check_choice("stop_on", stop_on, ["loss", "recovery"])
+    if stop_on == "loss":
+        return dict(level=loss_tol, metric="loss")
+    return dict(level=max(original.recovery[-1], recovery_tol), metric="recovery")
 
 # %% ../nbs/11_dmf_training.ipynb #6e3e7af7
 def worst_error_ratio(
