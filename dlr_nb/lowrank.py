@@ -76,6 +76,11 @@ def _singular_values(name: str, W: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(W.detach())
 
 
+def _count_above(s: torch.Tensor, rtol: float, atol: float) -> int:
+    "How many of the descending singular values `s` exceed max(atol, rtol · σ₁)."
+    return int((s > max(atol, rtol * float(s[0]))).sum())
+
+
 def numerical_rank(
     W: torch.Tensor,  # a matrix (singular values in its own dtype)
     *,
@@ -88,9 +93,7 @@ def numerical_rank(
     for name, tol in (("rtol", rtol), ("atol", atol)):
         if tol is not None:
             check_range(name, tol, 0)
-    s = _singular_values("numerical_rank", W)
-    threshold = max(atol or 0.0, (rtol or 0.0) * float(s[0]))
-    return int((s > threshold).sum())
+    return _count_above(_singular_values("numerical_rank", W), rtol or 0.0, atol or 0.0)
 
 
 def stable_rank(
@@ -113,7 +116,7 @@ def reference_rank(
     check_range("rank", rank, 1)
     check_range("zero_norm", zero_norm, 0)
     s = _singular_values("reference_rank", W)  # one SVD for the count and the norm
-    count = int((s > max(W.shape) * torch.finfo(torch.float32).eps * s[0]).sum())  # numpy's default tolerance
+    count = _count_above(s, max(W.shape) * torch.finfo(torch.float32).eps, 0.0)  # numpy's default tolerance
     if not capped:
         return count
     return 0 if float(s[0]) <= zero_norm else min(count, rank)
