@@ -190,11 +190,13 @@ def collect_statistics(
     batches: Iterable,  # (x, y) batches, e.g. a DataLoader
     num_classes: int,  # C
     classifier: tuple | None = None,  # (W, b) of the last linear layer, for NC4's second pass
-    device: str | torch.device = "cpu",  # where the model runs and the statistics live
+    device: str | torch.device | None = None,  # where the model runs and the statistics live (None: the model's)
     side: str = "output",  # the features are the module's output, or its input (e.g. what enters the classifier)
 ) -> CollapseStatistics:
     "Class statistics of `layer`'s output (or input) over `batches` (and NC4's counts given `classifier`)."
     check_choice("side", side, ["output", "input"])
+    if device is None:
+        device = next(model.parameters()).device
     model.eval()
     box = {}
 
