@@ -19,6 +19,7 @@ import nbformat
 
 from .core import DEVICE_PATTERN, find_repo_root
 from .experiment import PROFILES, read_results
+from .parallel import environment_variables, thread_variables
 from .store import cache_key, is_cached, library_hash, publish
 from dlr_nb.parameters import (
     BUILTIN,
@@ -276,38 +277,36 @@ def execute(
     stage.mkdir(parents=True)
     env = dict(DLR_RESULTS_DIR=str(stage), DLR_ROOT=str(root))
     if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+        env.update(thread_variables(threads))
     timed_out = threading.Event()
     watchdog = threading.Timer(timeout or 0, lambda: (timed_out.set(), _stop_kernels()))
     start = time.perf_counter()
-    try:
-        if timeout:
-            watchdog.start()
-        _papermill(exp, params, stage, progress)
-        if not (stage / f"{exp.name}.json").is_file():
-            raise TemplateError(f"{exp.name} ran but wrote no results JSON (it must end with ExperimentRun.finish())")
-        read_results(stage / f"{exp.name}.json")
-        watchdog.cancel()
-        if timed_out.is_set():
-            raise TimeoutError
-        publish(stage, results, exp.name, key)
-        return Outcome(exp.name, "ok", time.perf_counter() - start)
-    except Exception as e:  # keep going past any failure of one experiment
-        watchdog.cancel()
-        _keep_failed(stage, work, exp.name)
-        seconds = time.perf_counter() - start
-        if timed_out.is_set():
-            return Outcome(exp.name, "timeout", seconds, f"stopped after {timeout:g} s (set --timeout to allow more)")
-        return Outcome(exp.name, "failed", seconds, _error_line(e))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        shutil.rmtree(stage, ignore_errors=True)
+    with environment_variables(env):
+        try:
+            if timeout:
+                watchdog.start()
+            _papermill(exp, params, stage, progress)
+            if not (stage / f"{exp.name}.json").is_file():
+                raise TemplateError(
+                    f"{exp.name} ran but wrote no results JSON (it must end with ExperimentRun.finish())"
+                )
+            read_results(stage / f"{exp.name}.json")
+            watchdog.cancel()
+            if timed_out.is_set():
+                raise TimeoutError
+            publish(stage, results, exp.name, key)
+            return Outcome(exp.name, "ok", time.perf_counter() - start)
+        except Exception as e:  # keep going past any failure of one experiment
+            watchdog.cancel()
+            _keep_failed(stage, work, exp.name)
+            seconds = time.perf_counter() - start
+            if timed_out.is_set():
+                return Outcome(
+                    exp.name, "timeout", seconds, f"stopped after {timeout:g} s (set --timeout to allow more)"
+                )
+            return Outcome(exp.name, "failed", seconds, _error_line(e))
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 # %% ../nbs/90_runner.ipynb #e2340d07
 def default_threads(
