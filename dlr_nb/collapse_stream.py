@@ -195,8 +195,8 @@ def collect_statistics(
 ) -> CollapseStatistics:
     "Class statistics of `layer`'s output (or input) over `batches` (and NC4's counts given `classifier`)."
     check_choice("side", side, ["output", "input"])
-    if device is None:
-        device = next(model.parameters()).device
+    if device is None:  # where the model's weights are (a model without any runs on the CPU)
+        device = next(model.parameters(), torch.empty(0)).device
     model.eval()
     box = {}
 

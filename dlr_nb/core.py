@@ -390,6 +390,9 @@ class DivergenceError(ArithmeticError):
         self.step, self.value, self.advice = step, value, advice
         super().__init__(f"loss diverged to {value} at step {step}; {advice}")
 
+    def __reduce__(self):  # rebuilt from its fields when it crosses a process boundary (e.g. parallel_map)
+        return DivergenceError, (self.step, self.value, self.advice)
+
 
 def check_loss(
     loss: float | torch.Tensor,  # the loss just computed (a scalar)

@@ -89,12 +89,12 @@ def _matched_row(model: nn.Module, data: dict) -> dict:
         "margin_mean": margin["mean"],
     }
 
-# %% ../nbs/52_square_loss_study.ipynb #0b498248
+# %% ../nbs/52_square_loss_study.ipynb #57804e65
 def train_square_loss_run(
-    job: tuple,  # (SquareLossRun, data): data holds x, y, x_test, y_test (one picklable item for `parallel_map`)
+    run: SquareLossRun,  # what to train and record
+    data: dict,  # x, y, x_test, y_test (as `data.make_mnist1d` returns them; moved to the run's device)
 ) -> list[dict]:
     "Train the network of the run on the data; the rows it records on its log-spaced schedule."
-    run, data = job
     dev = resolve_device(run.device)
     data = {k: data[k].to(dev) for k in ("x", "y", "x_test", "y_test")}
     row = _history_row if run.record == "history" else _matched_row
