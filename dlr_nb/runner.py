@@ -280,6 +280,7 @@ def execute(
         env.update(thread_variables(threads))
     timed_out = threading.Event()
     watchdog = threading.Timer(timeout or 0, lambda: (timed_out.set(), _stop_kernels()))
+    watchdog.daemon = True  # never keeps the process alive (after Ctrl-C, say)
     start = time.perf_counter()
     with environment_variables(env):
         try:
@@ -305,7 +306,8 @@ def execute(
                     exp.name, "timeout", seconds, f"stopped after {timeout:g} s (set --timeout to allow more)"
                 )
             return Outcome(exp.name, "failed", seconds, _error_line(e))
-        finally:
+        finally:  # also on KeyboardInterrupt, which the `except` above lets through
+            watchdog.cancel()
             shutil.rmtree(stage, ignore_errors=True)
 
 # %% ../nbs/90_runner.ipynb #e2340d07

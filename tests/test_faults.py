@@ -3,12 +3,15 @@ parameters of the real templates (declared constraints, checked before any kerne
 
 import json
 import math
+import os
+import signal
+import subprocess
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import REPO, results_of, run_dlr, summary_rows
+from conftest import DLR, REPO, results_of, run_dlr, summary_rows
 from dlr_nb.parameters import BUILTIN, UsageError
 from dlr_nb.runner import discover, plan
 from dlr_nb.store import PUBLISH_STEPS, consistent_result, is_cached
@@ -48,6 +51,26 @@ def test_time_limit_stops_the_kernel_and_keeps_nothing(project):
     assert proc.returncode == 1
     assert summary_rows(proc) == {"slow": ("timeout", "no")}
     assert "TIMEOUT slow: stopped after 4 s" in proc.stdout
+    results = root / "book" / "results"
+    assert not results.exists() or not list(results.rglob("*"))
+
+
+def test_ctrl_c_stops_the_run_at_once_and_keeps_nothing(project):
+    root = project("slow")
+    cmd = [str(DLR), "--root", str(root), "run", "slow", "--timeout", "600", "-p", "seconds=120"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not list(root.rglob("started.flag")) and time.time() < deadline:  # the kernel is sleeping
+        time.sleep(0.5)
+    assert list(root.rglob("started.flag")), "the slow template never started"
+    proc.send_signal(signal.SIGINT)
+    try:  # the 600 s time limit's timer must not keep the process alive
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("dlr was still running 60 s after Ctrl-C") from None
+    assert proc.returncode == 130 and "interrupted; no partial results were kept" in err
     results = root / "book" / "results"
     assert not results.exists() or not list(results.rglob("*"))
 
