@@ -5,6 +5,7 @@
 # %% ../nbs/30_convresnext.ipynb #8e9a1147
 from __future__ import annotations
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -264,6 +265,14 @@ def evaluate(
     return float((pred != y.long()).double().mean())
 
 # %% ../nbs/30_convresnext.ipynb #5f2d4a49
+def _l1_penalty() -> dict:
+    "LogisticRegression's L1 penalty as this scikit-learn spells it (1.8 deprecated `penalty` for `l1_ratio`)."
+    import sklearn
+
+    version = tuple(int(v) for v in re.match(r"(\d+)\.(\d+)", sklearn.__version__).groups())
+    return {"penalty": "l1"} if version < (1, 8) else {"l1_ratio": 1.0}
+
+
 def sklearn_baselines(task: str = "regression", seed: int = 0) -> dict:
     "Fresh scikit-learn baselines for the task, by display name."
     check_choice("task", task, TASKS)
@@ -295,7 +304,7 @@ def sklearn_baselines(task: str = "regression", seed: int = 0) -> dict:
         "kernel SVM (RBF)": GridSearchCV(SVC(kernel="rbf"), rbf_grid, cv=3),
         "gradient boosting": HistGradientBoostingClassifier(random_state=seed),
         "decision tree": DecisionTreeClassifier(min_samples_leaf=5, random_state=seed),
-        "L1 logistic (Lasso)": LogisticRegression(penalty="l1", solver="liblinear", C=10.0),
+        "L1 logistic (Lasso)": LogisticRegression(solver="liblinear", C=10.0, random_state=seed, **_l1_penalty()),
         "Gaussian process (Matérn)": GaussianProcessClassifier(ConstantKernel() * Matern(nu=1.5), random_state=seed),
     }
 
