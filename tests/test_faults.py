@@ -1,6 +1,7 @@
 """Faults: a kill at every step of publishing, the time limit, corrupt results, unwritable folders, and bad
 parameters of the real templates (declared constraints, checked before any kernel starts)."""
 
+import functools
 import json
 import math
 import os
@@ -59,7 +60,11 @@ def test_ctrl_c_stops_the_run_at_once_and_keeps_nothing(project):
     root = project("slow")
     cmd = [str(DLR), "--root", str(root), "run", "slow", "--timeout", "600", "-p", "seconds=120"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # a process started in the background inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt
+    default_sigint = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_sigint
+    )
     deadline = time.time() + 120
     while not list(root.rglob("started.flag")) and time.time() < deadline:  # the kernel is sleeping
         time.sleep(0.5)
