@@ -63,14 +63,21 @@ def build_model(
         return ConvNet1D(length=length, hidden=run.width, classes=classes, norm="bn", seed=run.seed)
     return ReLUNet(dims, norm="bn" if run.model == "relu-bn" else None, seed=run.seed)
 
-# %% ../nbs/52_square_loss_study.ipynb #8109b27d
+# %% ../nbs/52_square_loss_study.ipynb #07c8ad77
+def _fit_row(logits, data: dict) -> dict:
+    "Training loss and accuracy from the logits of the training inputs."
+    return {
+        "train_loss": float(classification_loss(logits, data["y"])),
+        "train_acc": float((logits.argmax(1) == data["y"]).float().mean()),
+    }
+
+
 def _history_row(model: nn.Module, data: dict) -> dict:
     "Losses, accuracies, ρ and the collapse metrics of the penultimate features."
     feats = model.features(data["x"])
     logits, H = feats[-1], feats[-2]
     return {
-        "train_loss": float(classification_loss(logits, data["y"])),
-        "train_acc": float((logits.argmax(1) == data["y"]).float().mean()),
+        **_fit_row(logits, data),
         "test_acc": float((model(data["x_test"]).argmax(1) == data["y_test"]).float().mean()),
         "rho": norm_product(model)["rho"],
         **collapse_metrics(H.double(), data["y"], W=model.classifier.double()),
@@ -81,8 +88,7 @@ def _matched_row(model: nn.Module, data: dict) -> dict:
     "Loss, accuracy, test error, ρ and the normalized margins."
     margin = normalized_margin(model, data["x"], data["y"])
     return {
-        "train_loss": float(classification_loss(model(data["x"]), data["y"])),
-        "train_acc": float((model(data["x"]).argmax(1) == data["y"]).float().mean()),
+        **_fit_row(model(data["x"]), data),
         "test_error": float((model(data["x_test"]).argmax(1) != data["y_test"]).float().mean()),
         "rho": margin["rho"],
         "margin_min": margin["min"],

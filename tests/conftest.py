@@ -10,12 +10,18 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "experiments"
 DLR = Path(sys.executable).parent / "dlr"
 
 
-def run_dlr(*args, root=None, timeout=300, env_extra=None, **kw):
-    "Run the installed `dlr` command; returns the CompletedProcess (text, captured)."
+def dlr_call(*args, root=None, env_extra=None) -> tuple[list[str], dict]:
+    "The command line and environment of the installed `dlr` command, as the tests run it."
     cmd = [str(DLR), *(["--root", str(root)] if root else []), *map(str, args)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env_extra or {})}
     env.pop("DLR_ROOT", None)
     env.pop("DLR_RESULTS_DIR", None)
+    return cmd, env
+
+
+def run_dlr(*args, root=None, timeout=300, env_extra=None, **kw):
+    "Run the installed `dlr` command; returns the CompletedProcess (text, captured)."
+    cmd, env = dlr_call(*args, root=root, env_extra=env_extra)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
 
 

@@ -4,7 +4,6 @@ parameters of the real templates (declared constraints, checked before any kerne
 import functools
 import json
 import math
-import os
 import signal
 import subprocess
 import time
@@ -12,7 +11,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import DLR, REPO, results_of, run_dlr, summary_rows
+from conftest import REPO, dlr_call, results_of, run_dlr, summary_rows
 from dlr_nb.parameters import BUILTIN, UsageError
 from dlr_nb.runner import discover, plan
 from dlr_nb.store import PUBLISH_STEPS, consistent_result, is_cached
@@ -58,8 +57,7 @@ def test_time_limit_stops_the_kernel_and_keeps_nothing(project):
 
 def test_ctrl_c_stops_the_run_at_once_and_keeps_nothing(project):
     root = project("slow")
-    cmd = [str(DLR), "--root", str(root), "run", "slow", "--timeout", "600", "-p", "seconds=120"]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cmd, env = dlr_call("run", "slow", "--timeout", "600", "-p", "seconds=120", root=root)
     # a process started in the background inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt
     default_sigint = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
     proc = subprocess.Popen(
