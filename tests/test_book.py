@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from dlr_nb.runner import discover
+from dlr_nb.pipeline.runner import discover
 
 BOOK = REPO / "book"
 HTML = BOOK / "_build" / "html"
@@ -148,7 +148,7 @@ def test_page_renders_offline_in_a_browser(name, tmp_path):
 
 def _fake_run(folder, measured):
     "A results JSON, its executed notebook and one table of a fake experiment `exp` whose claim measures `measured`."
-    from dlr_nb.experiment import make_claim
+    from dlr_nb.pipeline.experiment import make_claim
 
     claim = make_claim("gain.16", "paper Fig. 1", "B is faster than A", "3x", ">= 2", measured)
     res = dict(
@@ -181,7 +181,7 @@ def test_quoted_numbers_follow_the_results(tmp_path):
     (book / "_config.yml").write_text(
         "title: t\nexecute:\n  execute_notebooks: 'off'\nonly_build_toc_files: true\n"
         "parse:\n  myst_enable_extensions: [colon_fence, substitution]\n"
-        "sphinx:\n  extra_extensions: [dlr_nb.pages]\n"
+        "sphinx:\n  extra_extensions: [dlr_nb.pipeline.pages]\n"
     )
     parts = [{"caption": "A", "chapters": [{"file": "theory/a"}, {"file": "results/exp"}, {"file": "ledger"}]}]
     toc = yaml.safe_dump({"format": "jb-book", "root": "intro", "parts": parts})

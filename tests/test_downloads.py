@@ -184,7 +184,7 @@ def _serve_every_data_set(base: str, files: dict[str, bytes], monkeypatch):
 
 
 def test_a_checkout_without_shared_data_fetches_every_data_set(server, tmp_path, monkeypatch):
-    from dlr_nb.mlpnet import fisher_split, load_mlpnet
+    from dlr_nb.pruning.mlpnet import fisher_split, load_mlpnet
 
     base, files = server
     _serve_every_data_set(base, files, monkeypatch)

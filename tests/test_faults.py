@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import REPO, dlr_call, results_of, run_dlr, summary_rows
-from dlr_nb.parameters import BUILTIN, UsageError
-from dlr_nb.runner import discover, plan
-from dlr_nb.store import PUBLISH_STEPS, consistent_result, is_cached
+from dlr_nb.pipeline.parameters import BUILTIN, UsageError
+from dlr_nb.pipeline.runner import discover, plan
+from dlr_nb.pipeline.store import PUBLISH_STEPS, consistent_result, is_cached
 
 EXPERIMENTS = discover(REPO / "book" / "experiments")
 
@@ -175,10 +175,10 @@ def _library_cases():
     from safetensors.torch import save_file
     from torch import nn
 
-    from dlr_nb.collapse import class_separation, collapse_metrics
+    from dlr_nb.collapse.metrics import class_separation, collapse_metrics
     from dlr_nb.lowrank import numerical_rank
-    from dlr_nb.mlpnet import load_mlpnet
-    from dlr_nb.pruning import prune
+    from dlr_nb.pruning.mlpnet import load_mlpnet
+    from dlr_nb.pruning.prune import prune
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(8, 16, bias=False), nn.ReLU(), nn.Linear(16, 3, bias=False))

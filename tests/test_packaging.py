@@ -47,7 +47,8 @@ def test_wheel_contents(fresh_env):
 def test_import_is_light_and_cli_works(fresh_env):
     bin_ = fresh_env[0]
     code = (
-        "import sys, dlr_nb, dlr_nb.core, dlr_nb.data, dlr_nb.runner, dlr_nb.book, dlr_nb.cli; "
+        "import sys, dlr_nb, dlr_nb.core, dlr_nb.data; "
+        "import dlr_nb.pipeline.runner, dlr_nb.pipeline.book, dlr_nb.pipeline.cli; "
         "heavy = [m for m in ('transformers', 'peft', 'sklearn', 'mnist1d', 'papermill') if m in sys.modules]; "
         "assert not heavy, heavy; print(dlr_nb.__version__)"
     )
@@ -95,7 +96,7 @@ def test_workflows_are_valid_and_call_make_targets_that_exist():
 
 def test_make_publish_dry_run_prints_the_ghp_import_command():
     "`dlr publish --dry-run` (what `make publish PUBLISH_FLAGS=--dry-run` ends with) needs only a built book."
-    from dlr_nb.book import publish_book
+    from dlr_nb.pipeline.book import publish_book
 
     if not (REPO / "book" / "_build" / "html" / "index.html").is_file():
         pytest.skip("the book is not built")

@@ -7,8 +7,8 @@ import nbformat
 import pytest
 
 from conftest import REPO
-from dlr_nb.experiment import evaluate_criterion, RESULTS_SCHEMA, validate_results
-from dlr_nb.runner import discover
+from dlr_nb.pipeline.experiment import evaluate_criterion, RESULTS_SCHEMA, validate_results
+from dlr_nb.pipeline.runner import discover
 
 RESULTS = sorted((REPO / "book" / "results").glob("*.json"))
 EXPERIMENTS = discover(REPO / "book" / "experiments")

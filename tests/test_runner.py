@@ -3,7 +3,7 @@
 import os, signal, subprocess, time
 
 from conftest import DLR, results_of, run_dlr, summary_rows as _summary
-from dlr_nb.experiment import read_results
+from dlr_nb.pipeline.experiment import read_results
 
 
 def test_cache_hit_miss_and_force(project):
