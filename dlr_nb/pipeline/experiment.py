@@ -284,6 +284,9 @@ def format_setting(value: Any) -> str:
 
 
 def _profile_cell(keys: Sequence[str], values: dict) -> str:
+    "The values of `keys`; a setting that no parameter carries is fixed in the code, the same at every profile."
+    if not keys:
+        return "fixed in code"
     return ", ".join(f"{k} = {format_setting(values[k])}" for k in keys)
 
 # %% ../../nbs/pipeline/80_experiment.ipynb #5f884ca3
