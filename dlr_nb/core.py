@@ -22,9 +22,9 @@ import torch
 
 # %% auto #0
 __all__ = ['DEVICE_PATTERN', 'DTYPES', 'check_type', 'check_choice', 'check_range', 'check_finite', 'check_labels', 'int_list',
-           'float_list', 'needs_extra', 'seed_everything', 'resolve_device', 'resolve_dtype', 'Timer', 'benchmark',
-           'step_seconds', 'resident_bytes', 'PeakMemory', 'peak_memory_of', 'DivergenceError', 'check_loss',
-           'find_repo_root', 'atomic_write_text', 'progress']
+           'float_list', 'needs_extra', 'seed_everything', 'check_device', 'resolve_device', 'resolve_dtype', 'Timer',
+           'benchmark', 'step_seconds', 'resident_bytes', 'PeakMemory', 'peak_memory_of', 'DivergenceError',
+           'check_loss', 'find_repo_root', 'atomic_write_text', 'progress']
 
 # %% ../nbs/00_core.ipynb #47992385
 def check_type(
@@ -174,26 +174,34 @@ def seed_everything(
     return seed
 
 # %% ../nbs/00_core.ipynb #1814c956
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # matched in full: no leading or trailing characters
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
+# %% ../nbs/00_core.ipynb #89e67b89
+def check_device(
+    device: str,  # "auto", "cpu", "cuda", "cuda:N" or "mps"
+) -> str:
+    "Return `device` if it is one of the allowed forms (a full match of `DEVICE_PATTERN`); else a one-line ValueError."
+    check_type("device", device, str)
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps; got {device!r}")
+    return device
 
+# %% ../nbs/00_core.ipynb #5c791d96
 def resolve_device(
     device: str | torch.device = "auto",  # "auto", "cpu", "cuda", "cuda:N" or "mps"
 ) -> torch.device:
     "The `torch.device` meant by `device`: `auto` is CUDA when available, else CPU; asking for absent CUDA is an error."
     if isinstance(device, torch.device):
         return device
-    check_type("device", device, str)
-    if not DEVICE_PATTERN.match(device):
-        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps; got {device!r}")
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for but CUDA is not available here (use device='cpu' or 'auto')")
     return torch.device(device)
 
-
+# %% ../nbs/00_core.ipynb #cbb80033
 def resolve_dtype(
     dtype: str | torch.dtype = "auto",  # "auto" (float32) or a name in DTYPES
 ) -> torch.dtype:
