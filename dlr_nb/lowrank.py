@@ -16,11 +16,22 @@ __all__ = ['chain_product', 'random_orthogonal', 'gradient_subspace_basis', 'num
 
 # %% ../nbs/05_lowrank.ipynb #82c40910
 def chain_product(
-    factors: Sequence[torch.Tensor],  # [W_1, …, W_L], input first
+    factors: Sequence[torch.Tensor],  # [W_1, …, W_L], input first: matrices whose shapes chain
 ) -> torch.Tensor:
-    "The product W_L ⋯ W_1 of `factors` = [W_1, …, W_L]."
+    "The product W_L ⋯ W_1 of `factors` = [W_1, …, W_L]; a one-line ValueError when the shapes do not chain."
     if len(factors) == 0:
         raise ValueError("chain_product needs at least one factor")
+    for i, w in enumerate(factors):
+        check_type(f"factors[{i}]", w, torch.Tensor)
+        if w.ndim != 2:
+            raise ValueError(f"factors[{i}] must be a matrix; got shape {tuple(w.shape)}")
+    for i in range(1, len(factors)):
+        before, w = factors[i - 1].shape, factors[i].shape
+        if w[1] != before[0]:
+            raise ValueError(
+                f"factors[{i}] must have {before[0]} columns, the rows of factors[{i - 1}] {tuple(before)}; "
+                f"got shape {tuple(w)}"
+            )
     out = factors[0]
     for w in factors[1:]:
         out = w @ out
@@ -75,12 +86,12 @@ def _singular_values(name: str, W: torch.Tensor) -> torch.Tensor:
     check_finite(f"{name}: W", W)
     return torch.linalg.svdvals(W.detach())
 
-
+# %% ../nbs/05_lowrank.ipynb #173464b8
 def _count_above(s: torch.Tensor, rtol: float, atol: float) -> int:
     "How many of the descending singular values `s` exceed max(atol, rtol · σ₁)."
     return int((s > max(atol, rtol * float(s[0]))).sum())
 
-
+# %% ../nbs/05_lowrank.ipynb #72c4b91c
 def numerical_rank(
     W: torch.Tensor,  # a matrix (singular values in its own dtype)
     *,
@@ -95,7 +106,7 @@ def numerical_rank(
             check_range(name, tol, 0)
     return _count_above(_singular_values("numerical_rank", W), rtol or 0.0, atol or 0.0)
 
-
+# %% ../nbs/05_lowrank.ipynb #38dadb64
 def stable_rank(
     W: torch.Tensor,  # a matrix
 ) -> float:
@@ -121,23 +132,44 @@ def reference_rank(
         return count
     return 0 if float(s[0]) <= zero_norm else min(count, rank)
 
+# %% ../nbs/05_lowrank.ipynb #75749e68
+def _check_bases(
+    names: tuple[str, str],  # the caller's names of the two inputs, e.g. ("A", "B")
+    A: torch.Tensor,  # n × a
+    B: torch.Tensor,  # n × b
+):
+    "A one-line ValueError/TypeError naming the input unless A and B are finite, non-empty matrices with n rows each."
+    for name, M in zip(names, (A, B)):
+        check_type(name, M, torch.Tensor)
+        if M.ndim != 2 or M.numel() == 0:
+            raise ValueError(f"{name} must be a non-empty matrix (n × columns); got shape {tuple(M.shape)}")
+        check_finite(name, M)
+    if A.shape[0] != B.shape[0]:
+        a, b = names
+        raise ValueError(
+            f"{a} and {b} must have the same number of rows n (their columns live in one space R^n); "
+            f"got {a} {tuple(A.shape)} and {b} {tuple(B.shape)}"
+        )
+
 # %% ../nbs/05_lowrank.ipynb #7a9bd4ea
 def principal_angles(
     A: torch.Tensor,  # n × a: its columns span the first subspace
     B: torch.Tensor,  # n × b: the second
 ) -> torch.Tensor:
     "Principal angles (radians, ascending) between the column spaces of A and B (accurate for tiny angles too)."
+    _check_bases(("A", "B"), A, B)
     Qa, Qb = torch.linalg.qr(A).Q, torch.linalg.qr(B).Q
     cos = torch.linalg.svdvals(Qa.T @ Qb).clamp(-1, 1)  # descending: angles ascending
     sin = torch.linalg.svdvals(Qb - Qa @ (Qa.T @ Qb)).clamp(-1, 1).flip(0)[: len(cos)]  # ascending
     return torch.where(sin < 2**-0.5, torch.arcsin(sin), torch.arccos(cos))
 
-
+# %% ../nbs/05_lowrank.ipynb #9b3d83b2
 def subspace_similarity(
     U: torch.Tensor,  # n × k, orthonormal columns
     V: torch.Tensor,  # n × k, orthonormal columns
 ) -> float:
     "Mean squared cosine of the principal angles between span U and span V (orthonormal columns)."
+    _check_bases(("U", "V"), U, V)
     if U.shape != V.shape:
         raise ValueError(f"U and V must have the same shape; got {tuple(U.shape)} and {tuple(V.shape)}")
     return float((U.T.double() @ V.double()).pow(2).sum() / U.shape[1])
