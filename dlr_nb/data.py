@@ -16,10 +16,10 @@ from .core import check_choice, check_range, find_repo_root, needs_extra
 
 # %% auto #0
 __all__ = ['STSB_URL', 'SST2_URL', 'SST2_MD5', 'MNIST_URL', 'MLPNET_URL', 'SOURCES', 'DATASETS', 'FOLDERS', 'SST2_HELD_OUT',
-           'SST2_CUT_SEED', 'MLPNET_METADATA', 'MAKERS', 'STSB_SPLITS', 'SST2_SPLITS', 'MNIST_MEAN', 'MNIST_STD',
-           'MNIST_SPLITS', 'DataNotFoundError', 'DownloadError', 'DataFormatError', 'Source', 'cache_dir',
+           'SST2_CUT_SEED', 'MLPNET_METADATA', 'MAKERS', 'STSB_SPLITS', 'STSB_ROWS', 'SST2_SPLITS', 'MNIST_MEAN',
+           'MNIST_STD', 'MNIST_SPLITS', 'DataNotFoundError', 'DownloadError', 'DataFormatError', 'Source', 'cache_dir',
            'fetch_command', 'sources_table', 'download', 'sst2_cut', 'safetensors_bytes', 'mlpnet_safetensors',
-           'fetch_dataset', 'data_dir', 'SentencePairs', 'LabelledSentences', 'load_stsb', 'load_sst2', 'read_idx',
+           'fetch_dataset', 'data_dir', 'SentencePairs', 'load_stsb', 'LabelledSentences', 'load_sst2', 'read_idx',
            'has_data', 'load_mnist', 'load_mnist_test', 'load_checkpoint', 'make_mnist1d', 'load_digits_data']
 
 # %% ../nbs/01_data.ipynb #acae54e37e7d407bbb7b55eff062a284
@@ -424,18 +424,7 @@ class SentencePairs:
     def __len__(self):
         return len(self.score)
 
-
-@dataclass
-class LabelledSentences:
-    "Sentences with an integer class label (SST-2)."
-
-    sentence: list[str]
-    label: np.ndarray  # int64, one per sentence
-
-    def __len__(self):
-        return len(self.label)
-
-
+# %% ../nbs/01_data.ipynb #9d2052e7
 def _read_tsv(path: Path) -> list[list[str]]:
     "All rows of a tab-separated file, with no quoting (quotes are part of the text)."
     try:
@@ -444,18 +433,25 @@ def _read_tsv(path: Path) -> list[list[str]]:
     except UnicodeDecodeError as e:
         raise DataFormatError(f"{path}: not UTF-8 text ({e.reason})") from None
 
-
+# %% ../nbs/01_data.ipynb #c100dcfa
 STSB_SPLITS = {"train": "sts-train.csv", "dev": "sts-dev.csv", "validation": "sts-dev.csv", "test": "sts-test.csv"}
+STSB_ROWS = {"sts-train.csv": 5749, "sts-dev.csv": 1500, "sts-test.csv": 1379}  # rows of each file of the benchmark
 
 
 def load_stsb(
     split: str = "train",  # train, dev (= validation) or test
     path: str | Path | None = None,  # data folder (default: searched, see `data_dir`)
 ) -> SentencePairs:
-    "The STS-B split `split`: sentence pairs with scores in [0, 5]."
+    "The STS-B split `split`: sentence pairs with scores in [0, 5]; a `DataFormatError` naming a malformed file."
     file = data_dir("stsb", path) / STSB_SPLITS[check_choice("split", split, STSB_SPLITS)]
+    rows = _read_tsv(file)
+    if len(rows) != STSB_ROWS[file.name]:
+        raise DataFormatError(
+            f"{file}: expected {STSB_ROWS[file.name]} rows of 7 tab-separated fields, found {len(rows)} rows "
+            "(empty or truncated?)"
+        )
     s1, s2, score = [], [], []
-    for i, row in enumerate(_read_tsv(file), 1):
+    for i, row in enumerate(rows, 1):
         if len(row) < 7:
             raise DataFormatError(f"{file}:{i}: expected at least 7 tab-separated fields, found {len(row)}")
         try:
@@ -468,6 +464,17 @@ def load_stsb(
         s1.append(row[5])
         s2.append(row[6])
     return SentencePairs(s1, s2, np.asarray(score, dtype=np.float32))
+
+# %% ../nbs/01_data.ipynb #8e6ef63c
+@dataclass
+class LabelledSentences:
+    "Sentences with an integer class label (SST-2)."
+
+    sentence: list[str]
+    label: np.ndarray  # int64, one per sentence
+
+    def __len__(self):
+        return len(self.label)
 
 # %% ../nbs/01_data.ipynb #b23ddee7
 SST2_SPLITS = ("train", "dev_heldout", "validation")
