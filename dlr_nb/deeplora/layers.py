@@ -14,22 +14,94 @@ from ..core import check_choice, check_range, check_type
 from ..lowrank import chain_product
 
 # %% auto #0
-__all__ = ['ADAPTER_CLASSES', 'ADAPTER_KINDS', 'DeepLoraLayer', 'DeepLoraLinear', 'DeepLoraEmbedding', 'DeepLoraConv1D',
-           'adapter_class_for']
+__all__ = ['ADAPTER_CLASSES', 'ADAPTER_KINDS', 'check_adapter_settings', 'adapter_width', 'factor_shapes', 'init_factors',
+           'DeepLoraLayer', 'DeepLoraLinear', 'DeepLoraEmbedding', 'DeepLoraConv1D', 'adapter_class_for']
 
-# %% ../../nbs/deeplora/20_layers.ipynb #1f920676
+# %% ../../nbs/deeplora/20_layers.ipynb #f193b1e2
+def check_adapter_settings(
+    rank: int,  # the adapter's rank r
+    depth: int,  # L, the number of factors
+    init: str,  # orthogonal or lora
+    epsilon: float,  # ε of the orthogonal initialisation
+    dropout: float,  # dropout rate on the adapter's input
+    m: int,  # rows of ΔW (outputs)
+    n: int,  # columns of ΔW (inputs)
+):
+    "A one-line TypeError/ValueError naming the first setting that is not allowed."
+    check_type("rank", rank, int)
+    check_range("rank", rank, 1)
+    check_type("depth", depth, int)
+    check_range("depth", depth, 2)
+    check_choice("init", init, ["orthogonal", "lora"])
+    check_range("epsilon", epsilon, 0, low_open=True)
+    check_range("dropout", dropout, 0, 1, high_open=True)
+    if rank > min(m, n):
+        raise ValueError(f"rank {rank} is larger than the layer's smaller side {min(m, n)} ({m}×{n})")
+
+# %% ../../nbs/deeplora/20_layers.ipynb #137e8a39
+def adapter_width(
+    width: int | str | None,  # the inner width of a wide factorization: None (w = r), "wide", "max" or an int ≥ r
+    rank: int,  # the adapter's rank r
+    m: int,  # rows of ΔW (outputs)
+    n: int,  # columns of ΔW (inputs)
+) -> int:
+    "The inner width w of the factors: r (narrow), min(m, n) (wide), max(m, n) (max) or the int given."
+    if isinstance(width, str):
+        check_choice("width", width, ["wide", "max"])
+    w = {None: rank, "wide": min(m, n), "max": max(m, n)}.get(width, width)
+    check_type("width", w, int)
+    check_range("width", w, rank)
+    return w
+
+# %% ../../nbs/deeplora/20_layers.ipynb #314d6805
+def factor_shapes(
+    m: int,  # rows of ΔW (outputs)
+    n: int,  # columns of ΔW (inputs)
+    width: int,  # the inner width w
+    depth: int,  # L ≥ 2, the number of factors
+) -> list[tuple[int, int]]:
+    "The shapes of W_1, …, W_L: w × n, then L − 2 times w × w, then m × w."
+    return [(width, n)] + [(width, width)] * (depth - 2) + [(m, width)]
+
+# %% ../../nbs/deeplora/20_layers.ipynb #0791d3ea
+def _init_factor(i, shape, init, epsilon, rank, like):
+    "Factor i: ε times a (semi-)orthogonal matrix, or (lora) Gaussian with std 1/r for i = 0 and zero after."
+    W = torch.empty(shape, dtype=like.dtype, device=like.device)
+    if init == "orthogonal":
+        return nn.init.orthogonal_(W) * epsilon
+    return nn.init.normal_(W, std=1 / rank) if i == 0 else W.zero_()
+
+
+def init_factors(
+    shapes: list[tuple[int, int]],  # from `factor_shapes`
+    init: str,  # orthogonal (every factor ε·O) or lora (W_1 Gaussian with std 1/r, the others zero)
+    epsilon: float,  # ε of the orthogonal initialisation
+    rank: int,  # the adapter's rank r (lora: W_1 has std 1/r)
+    like: torch.Tensor,  # the base weight: the factors take its dtype and device
+    seed: int | None = None,  # initialisation seed (None: draw from the caller's random stream)
+) -> nn.ParameterList:
+    "The trainable factors W_1, …, W_L, initialised as `init` says."
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return nn.ParameterList(
+            nn.Parameter(_init_factor(i, s, init, epsilon, rank, like)) for i, s in enumerate(shapes)
+        )
+
+# %% ../../nbs/deeplora/20_layers.ipynb #b786e083
 class DeepLoraLayer(nn.Module):
     "The adapter of one frozen 2-D weight: ΔW = s·W_L⋯W_1 (m × n, output × input), or s·left·W̃_L⋯W̃_1·rightᵀ."
 
     kind = "layer"  # the name saved in adapter_config.json
     accepted = "a layer with a 2-D weight"  # the wrapped type, as error messages name it
+    base_type: type | None = None  # the wrapped module class (None: the subclass decides in `accepts`)
 
     def __init__(
         self,
         base_layer: nn.Module,  # the frozen layer W_0 that the adapter wraps (a type the subclass accepts)
-        rank: int = 8,  # r: the rank of the update
+        rank: int = 8,  # the adapter's rank r (its width, unless `width` asks for a wide factorization)
         depth: int = 3,  # L ≥ 2 factors (2: vanilla LoRA)
-        width: int | str | None = None,  # None (= rank, narrow), "wide" (smaller side), "max" (larger side) or an int
+        width: int | str | None = None,  # the inner width of a wide factorization (`adapter_width`; None: r)
         init: str = "orthogonal",  # orthogonal (Deep LoRA, scale ε) or lora (Gaussian then zero)
         epsilon: float = 1e-3,  # ε of the orthogonal initialisation
         scaling: float = 1.0,  # s (the reference uses 1: no α/r)
@@ -40,36 +112,14 @@ class DeepLoraLayer(nn.Module):
         if not self.accepts(base_layer):
             raise TypeError(f"base_layer must be {self.accepted}, got {type(base_layer).__name__}")
         m, n = self.delta_shape(base_layer)
-        check_type("rank", rank, int)
-        check_range("rank", rank, 1)
-        check_type("depth", depth, int)
-        check_range("depth", depth, 2)
-        check_choice("init", init, ["orthogonal", "lora"])
-        check_range("epsilon", epsilon, 0, low_open=True)
-        check_range("dropout", dropout, 0, 1, high_open=True)
-        if rank > min(m, n):
-            raise ValueError(f"rank {rank} is larger than the layer's smaller side {min(m, n)} ({m}×{n})")
-        if isinstance(width, str):
-            check_choice("width", width, ["wide", "max"])
-        w = {None: rank, "wide": min(m, n), "max": max(m, n)}.get(width, width)
-        check_type("width", w, int)
-        check_range("width", w, rank)
+        check_adapter_settings(rank, depth, init, epsilon, dropout, m, n)
+        w = adapter_width(width, rank, m, n)
         self.base_layer, self.rank, self.depth, self.width, self.init = base_layer, rank, depth, w, init
         self.epsilon, self.scaling, self.merged, self.compressed = epsilon, scaling, False, False
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        for p in base_layer.parameters():
-            p.requires_grad_(False)
-        shapes = [(w, n)] + [(w, w)] * (depth - 2) + [(m, w)]
-        ref = base_layer.weight
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            self.lora_factors = nn.ParameterList(
-                nn.Parameter(self._init_factor(i, s, ref)) for i, s in enumerate(shapes)
-            )
+        base_layer.requires_grad_(False)
+        self.lora_factors = init_factors(factor_shapes(m, n, w, depth), init, epsilon, rank, base_layer.weight, seed)
         self.lora_left = self.lora_right = None
-
-    base_type: type | None = None  # the wrapped module class (None: the subclass decides in `accepts`)
 
     @classmethod
     def accepts(cls, module: nn.Module) -> bool:
@@ -85,12 +135,6 @@ class DeepLoraLayer(nn.Module):
         "ΔW in the layout of base_layer.weight (m × n unless a subclass stores it transposed)."
         return delta
 
-    def _init_factor(self, i, shape, ref):
-        W = torch.empty(shape, dtype=ref.dtype, device=ref.device)
-        if self.init == "orthogonal":
-            return nn.init.orthogonal_(W) * self.epsilon
-        return nn.init.normal_(W, std=1 / self.rank) if i == 0 else W.zero_()
-
     def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
         "s·ΔW applied to the input x: the term the adapter adds to the base layer's output."
         raise NotImplementedError
@@ -102,33 +146,45 @@ class DeepLoraLayer(nn.Module):
             return out
         return out + self.adapter_output(x).to(out.dtype)
 
-    def get_delta_weight(self) -> torch.Tensor:
-        "ΔW scaled by s (m × n, output × input)."
-        inner = chain_product(list(self.lora_factors))
-        if self.compressed:
-            inner = self.lora_left @ inner @ self.lora_right.T
-        return self.scaling * inner
-
-    @torch.no_grad()
-    def merge(self):
-        "Add ΔW into the base weight (inference at the base layer's cost)."
-        if not self.merged:
-            weight = self.base_layer.weight
-            weight += self._to_weight(self.get_delta_weight()).to(weight.dtype)
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self):
-        "Subtract ΔW from the base weight again."
-        if self.merged:
-            weight = self.base_layer.weight
-            weight -= self._to_weight(self.get_delta_weight()).to(weight.dtype)
-            self.merged = False
-
     def extra_repr(self) -> str:
         return (
             f"rank={self.rank}, depth={self.depth}, width={self.width}, init={self.init}, compressed={self.compressed}"
         )
+
+# %% ../../nbs/deeplora/20_layers.ipynb #867d040b
+def _get_delta_weight(self: DeepLoraLayer) -> torch.Tensor:
+    "ΔW scaled by s (m × n, output × input)."
+    inner = chain_product(list(self.lora_factors))
+    if self.compressed:
+        inner = self.lora_left @ inner @ self.lora_right.T
+    return self.scaling * inner
+
+
+DeepLoraLayer.get_delta_weight = _get_delta_weight
+
+# %% ../../nbs/deeplora/20_layers.ipynb #c1e00198
+@torch.no_grad()
+def _merge(self: DeepLoraLayer):
+    "Add ΔW into the base weight (inference at the base layer's cost)."
+    if not self.merged:
+        weight = self.base_layer.weight
+        weight += self._to_weight(self.get_delta_weight()).to(weight.dtype)
+        self.merged = True
+
+
+DeepLoraLayer.merge = _merge
+
+# %% ../../nbs/deeplora/20_layers.ipynb #c54135ce
+@torch.no_grad()
+def _unmerge(self: DeepLoraLayer):
+    "Subtract ΔW from the base weight again."
+    if self.merged:
+        weight = self.base_layer.weight
+        weight -= self._to_weight(self.get_delta_weight()).to(weight.dtype)
+        self.merged = False
+
+
+DeepLoraLayer.unmerge = _unmerge
 
 # %% ../../nbs/deeplora/20_layers.ipynb #198f9981
 class DeepLoraLinear(DeepLoraLayer):
@@ -222,11 +278,11 @@ class DeepLoraConv1D(DeepLoraLinear):
         "ΔWᵀ: the stored weight is input × output."
         return delta.T
 
-# %% ../../nbs/deeplora/20_layers.ipynb #5dbfec9d
+# %% ../../nbs/deeplora/20_layers.ipynb #678390cc
 ADAPTER_CLASSES = (DeepLoraLinear, DeepLoraEmbedding, DeepLoraConv1D)
 ADAPTER_KINDS = {c.kind: c for c in ADAPTER_CLASSES}
 
-
+# %% ../../nbs/deeplora/20_layers.ipynb #8c38bc9c
 def adapter_class_for(
     module: nn.Module,  # any module
 ) -> type[DeepLoraLayer] | None:
