@@ -40,7 +40,7 @@ def check_type(
         raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
     return value
 
-
+# %% ../nbs/00_core.ipynb #82d7c295
 def check_choice(
     name: str,  # the parameter's name
     value: Any,  # the value given
@@ -59,7 +59,7 @@ def _interval(low, high, low_open, high_open) -> str:
     right = ("inf" if high is None else f"{high:g}") + (")" if high_open else "]")
     return f"{left}, {right}"
 
-
+# %% ../nbs/00_core.ipynb #1739ff21
 def check_range(
     name: str,  # the parameter's name
     value: float,  # the value given
@@ -76,7 +76,7 @@ def check_range(
         raise ValueError(f"{name} must lie in {_interval(low, high, low_open, high_open)}; got {value!r}")
     return value
 
-
+# %% ../nbs/00_core.ipynb #b3a3af49
 def check_finite(
     name: str,  # the parameter's name
     value: Any,  # a number, array or tensor
@@ -128,7 +128,7 @@ def int_list(
         check_range(name, v, low)
     return values
 
-
+# %% ../nbs/00_core.ipynb #97d28dbf
 def float_list(
     name: str,  # the parameter's name
     text: str,  # comma-separated numbers, e.g. "0,0.0005"
@@ -347,7 +347,7 @@ def _measure_child(fn, args, kwargs, device, queue):
     except BaseException as e:  # reported to the parent, which raises
         queue.put(("error", f"{type(e).__name__}: {e}"))
 
-
+# %% ../nbs/00_core.ipynb #737672aa
 def _wait_for(queue, child, timeout: float, name: str) -> tuple:
     "The child's report; an error if it dies without one or runs past `timeout` (then it is killed)."
     import queue as queues
@@ -367,7 +367,7 @@ def _wait_for(queue, child, timeout: float, name: str) -> tuple:
                 child.kill()
                 raise RuntimeError(f"peak_memory_of: {name} gave no answer in {timeout:g} s") from None
 
-
+# %% ../nbs/00_core.ipynb #2f12d9e3
 def peak_memory_of(
     fn: Callable,  # a module-level function (spawn imports it by name)
     *args,  # its positional arguments (plain values)
@@ -401,7 +401,7 @@ class DivergenceError(ArithmeticError):
     def __reduce__(self):  # rebuilt from its fields when it crosses a process boundary (e.g. parallel_map)
         return DivergenceError, (self.step, self.value, self.advice)
 
-
+# %% ../nbs/00_core.ipynb #62ada6a1
 def check_loss(
     loss: float | torch.Tensor,  # the loss just computed (a scalar)
     step: int,  # the training step, reported in the error
@@ -415,9 +415,10 @@ def check_loss(
 
 # %% ../nbs/00_core.ipynb #7f9a06f3
 def _is_root(p: Path) -> bool:
+    "Whether folder `p` is a checkout's root: it holds `settings.ini` and `book/`."
     return (p / "settings.ini").is_file() and (p / "book").is_dir()
 
-
+# %% ../nbs/00_core.ipynb #dd3fb819
 def find_repo_root(
     start: str | Path | None = None,  # where to start looking (default: the working directory)
 ) -> Path | None:
