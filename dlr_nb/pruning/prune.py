@@ -37,8 +37,10 @@ from dlr_nb.pruning.surgery import (
 )
 
 # %% auto #0
-__all__ = ['METHODS', 'PATTERNS', 'SCOPES', 'apply_masks', 'remove_masks', 'removed_mask', 'measured_sparsity', 'data_loss',
-           'accuracy', 'layer_inputs', 'PruningMethod', 'method_list', 'removal_plan', 'prune']
+__all__ = ['METHODS', 'PATTERNS', 'SCOPES', 'apply_masks', 'removed_mask', 'measured_sparsity', 'remove_masks', 'data_loss',
+           'accuracy', 'layer_inputs', 'PruningMethod', 'method_list', 'removal_plan', 'check_pattern',
+           'check_model_data', 'check_prune_args', 'check_given', 'Schedule', 'pruning_schedule', 'StepOptions',
+           'prune_step', 'run_steps', 'prune']
 
 # %% ../../nbs/pruning/42_prune.ipynb #a8c9a03a
 def apply_masks(
@@ -51,17 +53,7 @@ def apply_masks(
         torch_prune.custom_from_mask(m, "weight", (~part).reshape(m.weight.shape).to(m.weight.device))
     return model
 
-
-def remove_masks(
-    model: nn.Module,  # a model masked by `apply_masks` (changed in place)
-):
-    "Make the pruning permanent: plain weight parameters with zeros where the masks were."
-    for m in model.modules():
-        if torch_prune.is_pruned(m) and hasattr(m, "weight_mask"):
-            torch_prune.remove(m, "weight")
-    return model
-
-
+# %% ../../nbs/pruning/42_prune.ipynb #5e7e6710
 def removed_mask(
     model: nn.Module,  # a model masked by `apply_masks`
 ) -> torch.Tensor:
@@ -69,7 +61,7 @@ def removed_mask(
     masked = [m for m in model.modules() if isinstance(m, PRUNABLE) and hasattr(m, "weight_mask")]
     return torch.cat([~m.weight_mask.bool().reshape(-1) for m in masked])
 
-
+# %% ../../nbs/pruning/42_prune.ipynb #183cdbb5
 def measured_sparsity(
     model: nn.Module,  # any model
 ) -> dict:
@@ -78,6 +70,16 @@ def measured_sparsity(
     zeros = sum(int((m.weight == 0).sum()) for m in model.modules() if isinstance(m, PRUNABLE))
     total = sum(m.weight.numel() for m in model.modules() if isinstance(m, PRUNABLE))
     return {"overall": zeros / total, "layers": per}
+
+# %% ../../nbs/pruning/42_prune.ipynb #eb6d6406
+def remove_masks(
+    model: nn.Module,  # a model masked by `apply_masks` (changed in place)
+):
+    "Make the pruning permanent: plain weight parameters with zeros where the masks were."
+    for m in model.modules():
+        if torch_prune.is_pruned(m) and hasattr(m, "weight_mask"):
+            torch_prune.remove(m, "weight")
+    return model
 
 # %% ../../nbs/pruning/42_prune.ipynb #e7a10c02
 @torch.no_grad()
@@ -91,7 +93,7 @@ def data_loss(
     batches = zip(x.split(batch_size), y.split(batch_size))
     return float(sum(F.cross_entropy(model(xb), yb, reduction="sum") for xb, yb in batches) / len(x))
 
-
+# %% ../../nbs/pruning/42_prune.ipynb #4f4e7a01
 @torch.no_grad()
 def accuracy(
     model: nn.Module,  # a classifier returning (batch, classes) scores
@@ -106,7 +108,7 @@ def accuracy(
     model.train(was)
     return hits / len(x)
 
-
+# %% ../../nbs/pruning/42_prune.ipynb #6ebf3674
 def layer_inputs(
     model: nn.Module,  # the model to run
     layers: dict[str, nn.Module],  # its layers to watch, by name
@@ -145,7 +147,7 @@ def _select_cbs(w, sparsity, fisher, search, pattern=None):
     groups, counts, fixed = pattern
     return cbs_select(w, fisher, sparsity, **search, groups=groups, counts=counts, fixed=fixed)
 
-
+# %% ../../nbs/pruning/42_prune.ipynb #998c89ed
 def _update_none(w, removed, fisher, context):
     return torch.where(removed, 0.0, w), removed
 
@@ -157,7 +159,7 @@ def _update_wf(w, removed, fisher, context):
 def _update_cbs(w, removed, fisher, context):
     return cbs_update(w, removed, fisher), removed
 
-
+# %% ../../nbs/pruning/42_prune.ipynb #d43dc697
 def _update_obc(w, removed, fisher, context):
     "OBC on every layer, each row losing as many weights as the removed-mask takes from it."
     layers = context.layers
@@ -167,7 +169,7 @@ def _update_obc(w, removed, fisher, context):
         parts.append(obc_prune_layer(m.weight.detach(), inputs[n].reshape(-1, m.in_features), counts))
     return torch.cat([p[0].reshape(-1) for p in parts]), torch.cat([p[1].reshape(-1) for p in parts])
 
-
+# %% ../../nbs/pruning/42_prune.ipynb #71734ccf
 class PruningMethod(NamedTuple):
     "One row of the table of methods: how the removed set is selected and how the kept weights are updated."
 
@@ -177,7 +179,7 @@ class PruningMethod(NamedTuple):
     needs_data: bool  # needs samples (x, y)
     linear_only: bool = False  # supports nn.Linear layers only
 
-
+# %% ../../nbs/pruning/42_prune.ipynb #ed52dd11
 METHODS = {
     "mp": PruningMethod(_select_magnitude, _update_none, needs_fisher=False, needs_data=False),
     "wf-s": PruningMethod(_select_obs, _update_none, needs_fisher=True, needs_data=True),
@@ -187,7 +189,7 @@ METHODS = {
     "obc": PruningMethod(_select_magnitude, _update_obc, needs_fisher=False, needs_data=True, linear_only=True),
 }
 
-
+# %% ../../nbs/pruning/42_prune.ipynb #87c986c3
 def method_list(
     text: str,  # comma-separated names of METHODS, e.g. "mp,wf,cbs"
 ) -> list[str]:
@@ -225,41 +227,17 @@ def removal_plan(
         return groups, torch.tensor([pruned_count(size, sparsity) for size in sizes])
     return torch.zeros(sum(sizes), dtype=torch.long, device=device), torch.tensor([pruned_count(sum(sizes), sparsity)])
 
-# %% ../../nbs/pruning/42_prune.ipynb #f948437e
-def _prune_step(pruned, layers, spec, state, x, y, damping, structure, search, wf_scale, report):
-    "Fisher (unless given), selection (unless `state.removed`), update; the weights are set; (w, removed)."
-    w, times = state.w, report["seconds"]
-    t0 = time.perf_counter()
-    if spec.needs_fisher and state.fisher is None:
-        quiet = search["show_progress"]
-        state.fisher = empirical_fisher(pruned, x, y, damping, structure, show_progress=quiet)
-    t1 = time.perf_counter()
-
-    def loss_of(removed):
-        set_flat_weights(layers, torch.where(removed, 0.0, w))
-        return data_loss(pruned, x, y)
-
-    removed = state.removed
-    if removed is None:
-        removed, found = spec.select(w, report["sparsity"], state.fisher, dict(search, loss_fn=loss_of), state.plan)
-        if found is not None:
-            report["search"] = found
-    else:
-        report["given_mask"] = True
-    t2 = time.perf_counter()
-    context = SimpleNamespace(model=pruned, layers=layers, x=x, wf_scale=wf_scale)
-    w, removed = spec.update(w, removed, state.fisher, context)
-    set_flat_weights(layers, w)
-    times["fisher"] += t1 - t0
-    times["selection"] += t2 - t1
-    times["update"] += time.perf_counter() - t2
-    return w, removed
-
-# %% ../../nbs/pruning/42_prune.ipynb #1c629ce6
-def _check_prune_args(model, sparsity, method, damping, data, pattern, scope, n, m, steps) -> PruningMethod:
-    check_range("sparsity", sparsity, 0, 1, high_open=True)
-    check_range("damping", damping, 0, low_open=True)
-    spec = METHODS[check_choice("method", method, METHODS)]
+# %% ../../nbs/pruning/42_prune.ipynb #04c3958d
+def check_pattern(
+    method: str,  # the method's name
+    sparsity: float,  # share removed
+    pattern: str,  # unstructured or n:m
+    scope: str,  # global or per-layer
+    n: int,  # n:m: weights kept in every group
+    m: int,  # n:m: group size
+    steps: int,  # pruning steps
+):
+    "Fail with one line unless the pattern, scope and steps are allowed and agree with the sparsity and method."
     check_choice("pattern", pattern, PATTERNS)
     check_choice("scope", scope, SCOPES)
     check_range("steps", steps, 1)
@@ -272,6 +250,15 @@ def _check_prune_args(model, sparsity, method, damping, data, pattern, scope, n,
             )
     if method == "obc" and (pattern, scope, steps) != ("unstructured", "global", 1):
         raise ValueError("method 'obc' prunes unstructured, global and in one step only")
+
+# %% ../../nbs/pruning/42_prune.ipynb #df53323b
+def check_model_data(
+    model: nn.Module,  # the model to prune
+    method: str,  # the method's name
+    spec: PruningMethod,  # its row of METHODS
+    data: tuple[torch.Tensor, torch.Tensor] | None,  # samples (x, y), or None
+):
+    "Fail with one line unless the model's weights are finite and the samples are what the method needs."
     layers = prunable_layers(model)
     check_finite("model: its prunable weights", flat_weights(layers))
     if spec.needs_data:
@@ -282,9 +269,144 @@ def _check_prune_args(model, sparsity, method, damping, data, pattern, scope, n,
     if spec.linear_only and bad:
         kind = type(layers[bad[0]]).__name__
         raise ValueError(f"method '{method}' supports nn.Linear layers only; the model has {kind} layer '{bad[0]}'")
+
+# %% ../../nbs/pruning/42_prune.ipynb #1c629ce6
+def check_prune_args(
+    model: nn.Module,  # the model to prune
+    sparsity: float,  # share removed, in [0, 1)
+    method: str,  # a name of METHODS
+    damping: float,  # λ of the damped Fisher, > 0
+    data: tuple[torch.Tensor, torch.Tensor] | None,  # samples (x, y), or None
+    pattern: str = "unstructured",  # unstructured or n:m
+    scope: str = "global",  # global or per-layer
+    n: int = 2,  # n:m: weights kept in every group
+    m: int = 4,  # n:m: group size
+    steps: int = 1,  # pruning steps
+) -> PruningMethod:
+    "Check `prune`'s arguments (one line naming the first wrong one) and return the method's row of METHODS."
+    check_range("sparsity", sparsity, 0, 1, high_open=True)
+    check_range("damping", damping, 0, low_open=True)
+    spec = METHODS[check_choice("method", method, METHODS)]
+    check_pattern(method, sparsity, pattern, scope, n, m, steps)
+    check_model_data(model, method, spec, data)
     return spec
 
+# %% ../../nbs/pruning/42_prune.ipynb #8508736b
+def check_given(
+    w: torch.Tensor,  # the model's flat prunable weights
+    removed: torch.Tensor | None = None,  # a removed-mask given instead of a selection
+    fisher=None,  # a Fisher given instead of one built here
+    steps: int = 1,  # pruning steps
+):
+    "Fail with one line unless a given removed-mask and Fisher fit the weights w, in one-step pruning."
+    if steps > 1 and (fisher is not None or removed is not None):
+        raise ValueError("fisher and removed apply to one-step pruning (steps=1): later steps need their own")
+    if removed is not None and (removed.dtype != torch.bool or removed.shape != w.shape):
+        got = f"{removed.dtype} of shape {tuple(removed.shape)}"
+        raise ValueError(f"removed: expected a boolean mask of {len(w)} weights; got {got}")
+    if fisher is not None and fisher.d != len(w):
+        raise ValueError(f"fisher: built for {fisher.d} weights, the model has {len(w)}")
 
+# %% ../../nbs/pruning/42_prune.ipynb #cb277a16
+class Schedule(NamedTuple):
+    "How the removals are spread over groups and steps."
+
+    groups: torch.Tensor  # group id (0..K−1) of every flat weight
+    counts: torch.Tensor  # K: weights each group loses by the last step
+    steps: int = 1  # pruning steps
+    one_shot: bool = True  # unstructured, global, one step: the selection ignores the groups
+
+    def budgets(self) -> list[torch.Tensor]:
+        "The weights each group has lost by step j = 1..k: round(c_g j / k)."
+        return [torch.round(self.counts * step / self.steps).long() for step in range(1, self.steps + 1)]
+
+# %% ../../nbs/pruning/42_prune.ipynb #9faef49e
+def pruning_schedule(
+    layers: dict[str, nn.Module],  # the prunable layers, in flat order
+    sparsity: float,  # share removed (n:m: (m − n)/m)
+    pattern: str = "unstructured",  # unstructured or n:m
+    scope: str = "global",  # unstructured: one global budget or one per layer
+    n: int = 2,  # n:m: weights kept in every group
+    m: int = 4,  # n:m: group size, along each row
+    steps: int = 1,  # pruning steps
+) -> Schedule:
+    "The groups and budgets of `removal_plan`, spread over `steps` steps."
+    groups, counts = removal_plan(layers, sparsity, pattern, scope, n, m)
+    return Schedule(groups, counts, steps, (pattern, scope, steps) == ("unstructured", "global", 1))
+
+# %% ../../nbs/pruning/42_prune.ipynb #749586d7
+class StepOptions(NamedTuple):
+    "What every pruning step shares."
+
+    x: torch.Tensor | None  # inputs for gradients, losses and layer inputs (None: no data)
+    y: torch.Tensor | None  # their labels
+    damping: float = 1e-3  # λ of the damped Fisher
+    structure: str = "auto"  # Fisher form: auto, dense, low-rank or block-diagonal
+    wf_scale: float = 0.9  # WF's scaling of the joint update
+    search: dict = {}  # CBS-S's options: tries, iterations, patience, seed, rho, tau, eps, show_progress
+
+# %% ../../nbs/pruning/42_prune.ipynb #f948437e
+def prune_step(
+    pruned: nn.Module,  # the model being pruned (its weights are set)
+    layers: dict[str, nn.Module],  # its prunable layers
+    spec: PruningMethod,  # the method's row of METHODS
+    state: SimpleNamespace,  # w, fisher (None: build one), removed (None: select), plan (None or a pattern)
+    options: StepOptions,  # what every step shares
+    report: dict,  # the report of `prune` (its sparsity; seconds and search results are added)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    "Fisher (unless given), selection (unless `state.removed`), update; the weights are set; (w, removed)."
+    w, times, x, y = state.w, report["seconds"], options.x, options.y
+    t0 = time.perf_counter()
+    if spec.needs_fisher and state.fisher is None:
+        quiet = options.search["show_progress"]
+        state.fisher = empirical_fisher(pruned, x, y, options.damping, options.structure, show_progress=quiet)
+    t1 = time.perf_counter()
+
+    def loss_of(removed):
+        set_flat_weights(layers, torch.where(removed, 0.0, w))
+        return data_loss(pruned, x, y)
+
+    removed = state.removed
+    if removed is None:
+        search = dict(options.search, loss_fn=loss_of)
+        removed, found = spec.select(w, report["sparsity"], state.fisher, search, state.plan)
+        if found is not None:
+            report["search"] = found
+    else:
+        report["given_mask"] = True
+    t2 = time.perf_counter()
+    context = SimpleNamespace(model=pruned, layers=layers, x=x, wf_scale=options.wf_scale)
+    w, removed = spec.update(w, removed, state.fisher, context)
+    set_flat_weights(layers, w)
+    times["fisher"] += t1 - t0
+    times["selection"] += t2 - t1
+    times["update"] += time.perf_counter() - t2
+    return w, removed
+
+# %% ../../nbs/pruning/42_prune.ipynb #4371b162
+def run_steps(
+    pruned: nn.Module,  # the model being pruned (changed in place)
+    layers: dict[str, nn.Module],  # its prunable layers
+    spec: PruningMethod,  # the method's row of METHODS
+    w: torch.Tensor,  # its flat weights before pruning
+    schedule: Schedule,  # groups, budgets and steps
+    options: StepOptions,  # what every step shares
+    report: dict,  # the report of `prune` (every step is appended to its "steps")
+    fisher=None,  # a Fisher for the (only) step, or None
+    removed: torch.Tensor | None = None,  # a removed-mask for the (only) step, or None
+) -> tuple[torch.Tensor, torch.Tensor, object]:
+    "Prune step by step; (the final weights, the removed-mask, the last step's Fisher)."
+    fixed = torch.zeros(len(w), dtype=torch.bool, device=w.device)
+    for step, budget in enumerate(schedule.budgets(), 1):
+        plan = None if schedule.one_shot else (schedule.groups, budget, fixed)
+        state = SimpleNamespace(w=w, fisher=fisher if step == 1 else None, removed=removed, plan=plan)
+        w, fixed = prune_step(pruned, layers, spec, state, options, report)
+        report["steps"].append({"sparsity": int(budget.sum()) / len(w), "removed": int(fixed.sum())})
+        if options.x is not None:
+            report["steps"][-1]["loss"] = data_loss(pruned, options.x, options.y)
+    return w, fixed, state.fisher
+
+# %% ../../nbs/pruning/42_prune.ipynb #b64f19c7
 def prune(
     model: nn.Module,  # the model to prune (left untouched: a copy is pruned)
     sparsity: float,  # share of the prunable weights removed, in [0, 1) (n:m: (m − n)/m)
@@ -295,7 +417,7 @@ def prune(
     structure: str = "auto",  # Fisher form: auto, dense, low-rank or block-diagonal
     fisher=None,  # a Fisher of this model computed beforehand (shared between calls; one step only)
     wf_scale: float = 0.9,  # WF's scaling of the joint update
-    tries: int = 50,  # CBS-S: RMP random tries
+    tries: int = 50,  # CBS-S: RMP random tries, at least 1
     iterations: int = 100,  # CBS-S: swap passes at most
     patience: int = 5,  # CBS-S: passes without a better loss before stopping
     rho: int = 10,  # CBS-S: swap partners scanned on either side of a weight's rank (ρ)
@@ -312,41 +434,26 @@ def prune(
 ) -> tuple[nn.Module, dict]:
     "Prune a copy of `model` in `steps` steps; return it with masks applied, and a report."
     method = str(method).lower()
-    spec = _check_prune_args(model, sparsity, method, damping, data, pattern, scope, n, m, steps)
-    check_range("fisher_samples", fisher_samples, 1)
-    check_range("rho", rho, 0)
+    spec = check_prune_args(model, sparsity, method, damping, data, pattern, scope, n, m, steps)
+    for name, value, low in (("fisher_samples", fisher_samples, 1), ("tries", tries, 1), ("rho", rho, 0)):
+        check_range(name, value, low)
     check_range("tau", tau, 1)
     check_range("eps", eps, 0)
-    if steps > 1 and (fisher is not None or removed is not None):
-        raise ValueError("fisher and removed apply to one-step pruning (steps=1): later steps need their own")
     pruned = copy.deepcopy(model).eval()
     layers = prunable_layers(pruned)
-    w0 = w = flat_weights(layers)
-    if removed is not None and (removed.dtype != torch.bool or removed.shape != w.shape):
-        got = f"{removed.dtype} of shape {tuple(removed.shape)}"
-        raise ValueError(f"removed: expected a boolean mask of {len(w)} weights; got {got}")
-    if fisher is not None and fisher.d != len(w):
-        raise ValueError(f"fisher: built for {fisher.d} weights, the model has {len(w)}")
-    groups, counts = removal_plan(layers, sparsity, pattern, scope, n, m)
-    one_shot = (pattern, scope, steps) == ("unstructured", "global", 1)
-    report = {"method": method, "sparsity": sparsity, "weights": len(w), "pattern": pattern, "scope": scope}
+    w0 = flat_weights(layers)
+    check_given(w0, removed, fisher, steps)
+    schedule = pruning_schedule(layers, sparsity, pattern, scope, n, m, steps)
+    report = {"method": method, "sparsity": sparsity, "weights": len(w0), "pattern": pattern, "scope": scope}
     report.update(steps=[], seconds=dict(fisher=0.0, selection=0.0, update=0.0))
     x, y = (data[0][:fisher_samples], data[1][:fisher_samples]) if data is not None else (None, None)
     search = dict(tries=tries, iterations=iterations, patience=patience, seed=seed, rho=rho, tau=tau, eps=eps)
-    search.update(show_progress=show_progress)
-    fixed = torch.zeros(len(w), dtype=torch.bool, device=w.device)
+    options = StepOptions(x, y, damping, structure, wf_scale, dict(search, show_progress=show_progress))
     start = time.perf_counter()
-    for step in range(1, steps + 1):
-        budget = torch.round(counts * step / steps).long()
-        plan = None if one_shot else (groups, budget, fixed)
-        state = SimpleNamespace(w=w, fisher=fisher if step == 1 else None, removed=removed, plan=plan)
-        w, fixed = _prune_step(pruned, layers, spec, state, x, y, damping, structure, search, wf_scale, report)
-        report["steps"].append({"sparsity": int(budget.sum()) / len(w), "removed": int(fixed.sum())})
-        if x is not None:
-            report["steps"][-1]["loss"] = data_loss(pruned, x, y)
+    w, fixed, fisher = run_steps(pruned, layers, spec, w0, schedule, options, report, fisher, removed)
     report["seconds"]["total"] = time.perf_counter() - start
     apply_masks(pruned, fixed)
     report.update(removed=int(fixed.sum()), measured=measured_sparsity(pruned))
-    if state.fisher is not None and steps == 1:
-        report["predicted_loss_increase"] = quadratic_cost(w - w0, torch.ones_like(fixed), state.fisher) / 2
+    if fisher is not None and steps == 1:
+        report["predicted_loss_increase"] = quadratic_cost(w - w0, torch.ones_like(fixed), fisher) / 2
     return pruned, report

@@ -8,11 +8,12 @@ import math
 
 import torch
 
-from ..core import check_range, progress
+from ..core import check_range, check_type, progress
 
 # %% auto #0
 __all__ = ['pruned_count', 'smallest_mask', 'magnitude_mask', 'obs_scores', 'obs_update', 'woodfisher_update', 'group_mask',
-           'rmp_masks', 'quadratic_cost', 'swap_pass', 'cbs_select', 'cbs_update', 'obc_prune_layer']
+           'rmp_masks', 'quadratic_cost', 'swap_delta', 'swap_order', 'swap_pass', 'initial_masks', 'cbs_select',
+           'cbs_update', 'obc_hessian', 'obc_prune_layer']
 
 # %% ../../nbs/pruning/41_surgery.ipynb #a8894c50
 def pruned_count(
@@ -23,7 +24,7 @@ def pruned_count(
     check_range("sparsity", sparsity, 0, 1, high_open=True)
     return int(round(sparsity * d))
 
-
+# %% ../../nbs/pruning/41_surgery.ipynb #38d090e2
 def smallest_mask(
     scores: torch.Tensor,  # one score per weight
     count: int,  # how many to remove
@@ -33,7 +34,7 @@ def smallest_mask(
     mask[torch.argsort(scores, stable=True)[:count]] = True
     return mask
 
-
+# %% ../../nbs/pruning/41_surgery.ipynb #1ba8e1e4
 def magnitude_mask(
     w: torch.Tensor,  # flat weights
     sparsity: float,  # share removed, in [0, 1)
@@ -41,7 +42,7 @@ def magnitude_mask(
     "Global magnitude pruning: remove the round(s·d) smallest |w|."
     return smallest_mask(w.abs(), pruned_count(len(w), sparsity))
 
-
+# %% ../../nbs/pruning/41_surgery.ipynb #3002d515
 def obs_scores(
     w: torch.Tensor,  # flat weights
     fisher,  # a Fisher of `dlr_nb.pruning.fisher`
@@ -49,7 +50,7 @@ def obs_scores(
     "OBS saliency w_q² / [F⁻¹]_qq of every weight."
     return w.double() ** 2 / fisher.inv_diag()
 
-
+# %% ../../nbs/pruning/41_surgery.ipynb #c7a62824
 def obs_update(
     w: torch.Tensor,  # flat weights
     q: int,  # the weight removed
@@ -61,7 +62,7 @@ def obs_update(
     col = fisher.inv_matvec(e)
     return -w[q].double() / col[q] * col
 
-
+# %% ../../nbs/pruning/41_surgery.ipynb #4f55a4ee
 def woodfisher_update(
     w: torch.Tensor,  # flat weights
     removed: torch.Tensor,  # flat removed-mask
@@ -97,10 +98,12 @@ def group_mask(
 def rmp_masks(
     w: torch.Tensor,  # flat weights
     sparsity: float,  # share removed, in [0, 1)
-    tries: int = 50,  # random tries after the magnitude mask (try 0)
+    tries: int = 50,  # random tries after the magnitude mask (try 0), at least 1
     generator: torch.Generator | None = None,  # the random stream of the chunk permutations
 ) -> list[torch.Tensor]:
     "Magnitude mask, then `tries` random-chunk magnitude masks (RMP), all with exactly round(s·d) removed."
+    check_type("tries", tries, int)
+    check_range("tries", tries, 1)
     d, p = len(w), pruned_count(len(w), sparsity)
     a = w.abs().cpu()
     masks = [magnitude_mask(w, sparsity)]
@@ -127,7 +130,40 @@ def quadratic_cost(
     z = torch.where(removed, w.double(), 0.0)
     return float(z @ fisher.matvec(z))
 
+# %% ../../nbs/pruning/41_surgery.ipynb #d8d3c6ab
+def swap_delta(
+    w: torch.Tensor,  # flat weights (float64)
+    i: int,  # the removed weight that would return
+    js: torch.Tensor,  # kept weights that would be removed in its place
+    hi: torch.Tensor,  # (F z)_i for the current removed set
+    hj: torch.Tensor,  # (F z)_j for every j of js
+    Fd: torch.Tensor,  # the diagonal of F
+    fisher,  # a Fisher of `dlr_nb.pruning.fisher`
+) -> torch.Tensor:
+    "Δ_ij: the change of f(P) when i leaves the removed set P and j joins it, for every j of js."
+    return (
+        -(2 * w[i] * hi - Fd[i] * w[i] ** 2)
+        + (2 * w[js] * hj + Fd[js] * w[js] ** 2)
+        - 2 * w[i] * fisher.entries(i, js) * w[js]
+    )
 
+# %% ../../nbs/pruning/41_surgery.ipynb #417f1885
+def swap_order(
+    w: torch.Tensor,  # flat weights (float64)
+    removed: torch.Tensor,  # the current removed-mask
+    h: torch.Tensor,  # F z for the current removed set
+    Fd: torch.Tensor,  # the diagonal of F
+    fixed: torch.Tensor | None = None,  # removed weights that must stay removed
+) -> tuple[torch.Tensor, torch.Tensor]:
+    "(I, J): the removed weights free to leave, by α descending, and the kept weights, by β ascending."
+    alpha, beta = 2 * w * h - Fd * w**2, 2 * w * h + Fd * w**2
+    I = torch.nonzero(removed if fixed is None else removed & ~fixed)[:, 0]
+    I = I[torch.argsort(alpha[I], descending=True, stable=True)]
+    J = torch.nonzero(~removed)[:, 0]
+    J = J[torch.argsort(beta[J], stable=True)]
+    return I, J
+
+# %% ../../nbs/pruning/41_surgery.ipynb #b9f253c1
 def swap_pass(
     w: torch.Tensor,  # flat weights
     removed: torch.Tensor,  # the current removed-mask
@@ -142,11 +178,7 @@ def swap_pass(
     w, removed = w.double(), removed.clone()
     z = torch.where(removed, w, 0.0)
     h, Fd = fisher.matvec(z), fisher.diag()
-    alpha, beta = 2 * w * h - Fd * w**2, 2 * w * h + Fd * w**2
-    I = torch.nonzero(removed if fixed is None else removed & ~fixed)[:, 0]
-    I = I[torch.argsort(alpha[I], descending=True, stable=True)]
-    J = torch.nonzero(~removed)[:, 0]
-    J = J[torch.argsort(beta[J], stable=True)]
+    I, J = swap_order(w, removed, h, Fd, fixed)
     tracker, used = fisher.tracker(z), torch.zeros(len(w), dtype=torch.bool, device=w.device)
     swaps = misses = 0
     for k, i in enumerate(I[: len(J) + rho].tolist()):
@@ -157,11 +189,7 @@ def swap_pass(
             js = J[(groups[J] == groups[i]) & ~used[J]][: 2 * rho + 1]
         if len(js):
             hi, hj = tracker.at(torch.tensor([i], device=w.device))[0], tracker.at(js)
-            delta = (
-                -(2 * w[i] * hi - Fd[i] * w[i] ** 2)
-                + (2 * w[js] * hj + Fd[js] * w[js] ** 2)
-                - 2 * w[i] * fisher.entries(i, js) * w[js]
-            )
+            delta = swap_delta(w, i, js, hi, hj, Fd, fisher)
             best = int(torch.argmin(delta))
             if delta[best] <= -eps:
                 j = int(js[best])
@@ -175,6 +203,24 @@ def swap_pass(
         if misses >= tau:
             break
     return removed, swaps
+
+# %% ../../nbs/pruning/41_surgery.ipynb #19b0499c
+def initial_masks(
+    w: torch.Tensor,  # flat weights
+    fisher,  # a Fisher of `dlr_nb.pruning.fisher`
+    sparsity: float,  # share removed, in [0, 1)
+    tries: int = 50,  # RMP random tries
+    seed: int = 0,  # seed of RMP's random stream
+    groups: torch.Tensor | None = None,  # group id of every weight (None with `fixed` None: RMP)
+    counts: torch.Tensor | None = None,  # weights removed in each group (None: one global budget)
+    fixed: torch.Tensor | None = None,  # weights removed by an earlier step
+) -> list[torch.Tensor]:
+    "CBS-S's candidate start masks: RMP's, or the one group-wise OBS mask of a pattern or a later step."
+    if groups is None and fixed is None:
+        return rmp_masks(w, sparsity, tries, torch.Generator().manual_seed(seed))
+    groups = torch.zeros(len(w), dtype=torch.long, device=w.device) if groups is None else groups
+    counts = torch.tensor([pruned_count(len(w), sparsity)]) if counts is None else counts
+    return [group_mask(obs_scores(w, fisher), groups, counts, fixed)]
 
 # %% ../../nbs/pruning/41_surgery.ipynb #43004367
 def cbs_select(
@@ -196,12 +242,9 @@ def cbs_select(
 ) -> tuple[torch.Tensor, dict]:
     "CBS-S: the removed-mask found by RMP initialisation (or, with groups, the OBS mask) and swap search."
     score = loss_fn or (lambda m: quadratic_cost(w, m, fisher))
-    if groups is None and fixed is None:
-        masks = rmp_masks(w, sparsity, tries, torch.Generator().manual_seed(seed))
-    else:  # RMP knows neither groups nor fixed weights: start from the OBS mask of the pattern
+    if groups is not None or fixed is not None:
         groups = torch.zeros(len(w), dtype=torch.long, device=w.device) if groups is None else groups
-        counts = torch.tensor([pruned_count(len(w), sparsity)]) if counts is None else counts
-        masks = [group_mask(obs_scores(w, fisher), groups, counts, fixed)]
+    masks = initial_masks(w, fisher, sparsity, tries, seed, groups, counts, fixed)
     losses = [score(m) for m in masks]
     start = min(range(len(masks)), key=losses.__getitem__)
     best, best_loss, current = masks[start], losses[start], masks[start]
@@ -246,6 +289,17 @@ def cbs_update(
     out[removed] = 0
     return out.to(w.dtype)
 
+# %% ../../nbs/pruning/41_surgery.ipynb #8425f027
+def obc_hessian(
+    X: torch.Tensor,  # n × cols inputs of a linear layer
+    rel_damp: float = 0.01,  # damping as a share of the mean diagonal
+) -> torch.Tensor:
+    "The damped layer-wise Hessian 2XᵀX/n + (rel_damp · mean diagonal + 10⁻¹²) I, in float64."
+    check_range("rel_damp", rel_damp, 0)
+    H = 2 * X.double().T @ X.double() / len(X)
+    H.diagonal().add_(rel_damp * float(H.diagonal().mean()) + 1e-12)
+    return H
+
 # %% ../../nbs/pruning/41_surgery.ipynb #2b53c262
 def obc_prune_layer(
     W: torch.Tensor,  # rows × cols weights of a linear layer
@@ -255,9 +309,7 @@ def obc_prune_layer(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     "OBC: each row pruned greedily with the layer-wise OBS update; returns the new weights and the removed-mask."
     rows, cols = W.shape
-    H = 2 * X.double().T @ X.double() / len(X)
-    H.diagonal().add_(rel_damp * float(H.diagonal().mean()) + 1e-12)
-    Hinv = torch.linalg.inv(H).expand(rows, cols, cols).clone()
+    Hinv = torch.linalg.inv(obc_hessian(X, rel_damp)).expand(rows, cols, cols).clone()
     w = W.double().clone()
     removed = torch.zeros(rows, cols, dtype=torch.bool, device=W.device)
     r = torch.arange(rows, device=W.device)
