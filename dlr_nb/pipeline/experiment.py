@@ -14,13 +14,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..core import atomic_write_text, check_choice, find_repo_root, resolve_device
 from .environment import environment_info
+from .parameters import NUMBER
+from .trials import run_trials, trial_store_from_environment
 
 # %% auto #0
 __all__ = ['VERDICTS', 'KINDS', 'PROFILES', 'RESULTS_SCHEMA', 'evaluate_criterion', 'interval_verdict', 'plain', 'make_claim',
@@ -36,10 +38,9 @@ _COMPARE = {
     "==": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
 }
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _CRITERION = re.compile(
-    rf"^\s*(?:(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>{_NUMBER}|true|false)"
-    rf"|in\s*\[\s*(?P<low>{_NUMBER})\s*,\s*(?P<high>{_NUMBER})\s*\])\s*$"
+    rf"^\s*(?:(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>{NUMBER}|true|false)"
+    rf"|in\s*\[\s*(?P<low>{NUMBER})\s*,\s*(?P<high>{NUMBER})\s*\])\s*$"
 )
 
 
@@ -342,6 +343,7 @@ class ExperimentRun:
         self.out_dir = Path(out_dir) if out_dir else results_dir()
         self.metrics, self.claims, self.started = {}, [], time.perf_counter()
         self.protocol = None  # {"reference": ..., "rows": [...]} when the template gave its settings
+        self.trial_records = {}  # name → {total, resumed, computed, damaged} of each `trials` call
 
     @classmethod
     def start(
@@ -389,6 +391,28 @@ class ExperimentRun:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
+    def trials(
+        self,
+        fn: Callable,  # the trial function, of a `dlr_nb` module, called with one item
+        items: Sequence,  # one item per trial (dataclasses, dicts, lists and scalars)
+        name: str = "trials",  # what the trials are, e.g. "runs": labels the record and the progress bar
+        select: Sequence[str] = (),  # parameters that only choose which trials exist, e.g. ("seeds",)
+        workers: int = 1,  # local worker processes
+        threads: int = 1,  # PyTorch and BLAS threads of each worker
+    ) -> list:
+        "Every trial's value in the order of `items`: stored ones read back, the rest computed and stored."
+        unknown = [k for k in select if k not in self.parameters]
+        if unknown:
+            raise ValueError(f"select names {', '.join(unknown)}, which is not a parameter of this run")
+        if name in self.trial_records:
+            raise ValueError(f"trials {name!r} run twice in one experiment; give each call its own name")
+        context = {k: v for k, v in self.parameters.items() if k not in select} | {"device": self.device.type}
+        executor = os.environ.get("DLR_EXECUTOR") or "local"
+        store = trial_store_from_environment()
+        values, record = run_trials(fn, items, store, context, workers, threads, executor, desc=name)
+        self.trial_records[name] = record
+        return values
+
     def metric(self, key: str, value: Any) -> Any:
         "Record one measured metric and return it."
         self.metrics[key] = plain(value)
@@ -420,15 +444,19 @@ class ExperimentRun:
 
     def results(self) -> dict:
         "The results record as it stands."
-        return {
-            "experiment": self.experiment,
-            "profile": self.profile,
-            "parameters": self.parameters,
-            "environment": environment_info(self.device),
-            "seconds": round(time.perf_counter() - self.started, 3),
-            "metrics": self.metrics,
-            "claims": self.claims,
-        } | ({"protocol": self.protocol} if self.protocol else {})
+        return (
+            {
+                "experiment": self.experiment,
+                "profile": self.profile,
+                "parameters": self.parameters,
+                "environment": environment_info(self.device),
+                "seconds": round(time.perf_counter() - self.started, 3),
+                "metrics": self.metrics,
+                "claims": self.claims,
+            }
+            | ({"protocol": self.protocol} if self.protocol else {})
+            | ({"trials": self.trial_records} if self.trial_records else {})
+        )
 
     def finish(self) -> Path:
         "Validate and write `<out_dir>/<experiment>.json`; return its path."

@@ -15,20 +15,29 @@ from typing import Any
 import nbformat
 
 # %% auto #0
-__all__ = ['MAX_ITEMS', 'TYPES', 'REQUIRED', 'BUILTIN', 'UsageError', 'TemplateError', 'Constraint', 'parse_constraint',
-           'check_value', 'Parameter', 'parse_parameters', 'coerce', 'profile_table']
+__all__ = ['NUMBER', 'MAX_ITEMS', 'TYPES', 'REQUIRED', 'BUILTIN', 'UsageError', 'shown', 'TemplateError', 'Constraint',
+           'parse_constraint', 'check_value', 'Parameter', 'parse_parameters', 'check_rules', 'coerce', 'profile_table']
 
 # %% ../../nbs/pipeline/89_parameters.ipynb #a9b5dd9e
 class UsageError(ValueError):
     "A bad experiment name, profile or parameter given by the user (the CLI exits with status 2)."
 
 
+def shown(
+    value,  # a value to quote in an error message
+    limit: int = 80,  # characters at most
+) -> str:
+    "`repr(value)`, cut to `limit` characters with its length named: an error line never echoes a huge value."
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}… ({len(text)} characters)"
+
+
 class TemplateError(ValueError):
     "An experiment template that breaks the experiment contract."
 
 # %% ../../nbs/pipeline/89_parameters.ipynb #1625d5c4
-_NUMBER = r"[-+]?(?:inf|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
-_INTERVAL = re.compile(rf"^(?P<lo_b>[\[(])\s*(?P<lo>{_NUMBER})\s*,\s*(?P<hi>{_NUMBER})\s*(?P<hi_b>[\])])$")
+NUMBER = r"[-+]?(?:inf|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"  # a number as written in a template (inf allowed)
+_INTERVAL = re.compile(rf"^(?P<lo_b>[\[(])\s*(?P<lo>{NUMBER})\s*,\s*(?P<hi>{NUMBER})\s*(?P<hi_b>[\])])$")
 _LIST_OF = re.compile(r"^(?P<kind>ints|floats|NxM) in (?P<interval>.+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,199}$")
 MAX_ITEMS = 64  # longest comma-separated list a parameter accepts
@@ -46,6 +55,7 @@ class Constraint:
     high_open: bool = False
     choices: tuple = field(default_factory=tuple)  # for choices and list
     empty_ok: bool = False  # a list spec ending in "or empty" also allows ""
+    distinct: bool = False  # a list spec starting with "distinct" allows no repeated item
 
 # %% ../../nbs/pipeline/89_parameters.ipynb #a64431ac
 def _parse_interval(text: str) -> dict:
@@ -61,6 +71,9 @@ def _parse_interval(text: str) -> dict:
 def parse_constraint(text: str) -> Constraint:
     "The `Constraint` written as `text` (see the table above); a `ValueError` for anything else."
     spec = text.strip()
+    if spec.startswith("distinct ") and spec.removeprefix("distinct ").startswith(("ints in", "floats in", "NxM in")):
+        inner = parse_constraint(spec.removeprefix("distinct "))
+        return Constraint(**{**inner.__dict__, "text": spec, "distinct": True})
     if spec.endswith(" or empty") and spec.startswith(("ints in", "floats in", "NxM in", "list of")):
         inner = parse_constraint(spec.removesuffix(" or empty"))
         return Constraint(**{**inner.__dict__, "text": spec, "empty_ok": True})
@@ -89,9 +102,12 @@ def _in_interval(c: Constraint, x: float) -> bool:
     return low_ok and high_ok
 
 
-def _items(value: str) -> list[str]:
+def _items(value: str, distinct: bool = False) -> list[str]:
+    "The items of a comma-separated list: ASCII, none empty, at most `MAX_ITEMS` (and none repeated if `distinct`)."
     items = [t.strip() for t in str(value).split(",")]
-    if not items or not all(items) or len(items) > MAX_ITEMS:
+    if not items or not all(items) or len(items) > MAX_ITEMS or not str(value).isascii():
+        raise ValueError
+    if distinct and len({i.lower() for i in items}) != len(items):
         raise ValueError
     return items
 
@@ -99,7 +115,12 @@ def _items(value: str) -> list[str]:
 def _satisfies(c: Constraint, value: Any) -> bool:
     "Whether `value` is allowed by `c` (lists are given as comma-separated text)."
     if c.kind == "interval":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and _in_interval(c, float(value))
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        try:
+            return _in_interval(c, float(value))
+        except OverflowError:  # an int too large for a float lies outside every interval of a template
+            return False
     if c.kind == "choices":
         return str(value) in c.choices
     if c.kind == "name":
@@ -107,7 +128,7 @@ def _satisfies(c: Constraint, value: Any) -> bool:
     if c.empty_ok and str(value).strip() == "":
         return True
     try:
-        items = _items(value)
+        items = _items(value, c.distinct)
         if c.kind == "list":
             return len(set(items)) == len(items) and all(i in c.choices for i in items)
         if c.kind == "NxM":
@@ -123,7 +144,7 @@ def check_value(c: Constraint, name: str, value: Any, experiment: str = "") -> A
     "Return `value` if `c` allows it, else raise `UsageError` naming `name` and the allowed values."
     if not _satisfies(c, value):
         of = f" of {experiment}" if experiment else ""
-        raise UsageError(f"parameter {name}{of} must be {c.text}; got {value!r}")
+        raise UsageError(f"parameter {name}{of} must be {c.text}; got {shown(value)}")
     return value
 
 # %% ../../nbs/pipeline/89_parameters.ipynb #34f06bce
@@ -141,6 +162,7 @@ class Parameter:
     default: Any  # a literal, or None for "the profile's value"
     help: str = ""  # the trailing comment without its `allowed:` part
     allowed: Constraint | None = None  # the declared allowed values
+    requires: str = ""  # a rule linking it to other parameters, e.g. "n <= m" (`check_rules`)
 
     def check(self, value: Any, experiment: str = "") -> Any:
         "`value` if it is allowed (None where the default is None), else a `UsageError` naming the parameter."
@@ -169,12 +191,14 @@ def _parameter(node: ast.AnnAssign, comment: str, where: str) -> Parameter:
         default = ast.literal_eval(node.value)
     except ValueError:
         raise TemplateError(f"{where}: parameter {name} needs a literal default") from None
+    comment, _, requires = comment.partition("; requires:")
     help_text, _, spec = comment.partition("; allowed:")
     try:
         allowed = parse_constraint(spec) if spec.strip() else None
+        _rule_parts(requires) if requires.strip() else None
     except ValueError as e:
         raise TemplateError(f"{where}: parameter {name}: {e}") from None
-    param = Parameter(name, TYPES[tname], default, help_text.strip(), allowed)
+    param = Parameter(name, TYPES[tname], default, help_text.strip(), allowed, requires.strip())
     try:
         param.check(default)
     except UsageError:
@@ -202,6 +226,65 @@ def parse_parameters(
         params[node.target.id] = _parameter(node, comment, where)
     return params
 
+# %% ../../nbs/pipeline/89_parameters.ipynb #e1be7311
+_RULE_OPS = {
+    ast.LtE: (lambda a, b: a <= b, "<="),
+    ast.Lt: (lambda a, b: a < b, "<"),
+    ast.GtE: (lambda a, b: a >= b, ">="),
+    ast.Gt: (lambda a, b: a > b, ">"),
+    ast.Eq: (lambda a, b: a == b, "=="),
+    ast.NotEq: (lambda a, b: a != b, "!="),
+}
+_RULE_FUNCS = {"min": min, "max": max, "len": len}
+
+
+def _rule_parts(rule: str) -> tuple[ast.AST, type, ast.AST]:
+    "The two sides and the operator of a rule; a ValueError for anything else."
+    try:
+        node = ast.parse(rule.strip(), mode="eval").body
+    except SyntaxError:
+        node = None
+    if not (isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _RULE_OPS):
+        raise ValueError(f"requires: must be 'LEFT OP RIGHT' with OP one of <=, <, >=, >, ==, !=; got {rule.strip()!r}")
+    return node.left, type(node.ops[0]), node.comparators[0]
+
+# %% ../../nbs/pipeline/89_parameters.ipynb #bc9b6f0d
+def _side(node: ast.AST, values: dict) -> Any:
+    "The value of one side of a rule: a number, a parameter, or min/max/len of a list parameter; None if unknown."
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in values:
+        return values[node.id]
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _RULE_FUNCS
+        and len(node.args) == 1
+    ):
+        items = _side(node.args[0], values)
+        if items is None:
+            return None
+        numbers = [float(t) for t in str(items).split(",") if t.strip()]
+        return _RULE_FUNCS[node.func.id](numbers) if numbers else None
+    raise ValueError(f"a rule may use numbers, parameters and min/max/len of one; got {ast.unparse(node)!r}")
+
+
+def check_rules(
+    params: dict[str, Parameter],  # the template's parameters
+    values: dict,  # the run's value of every parameter
+    experiment: str = "",  # named in the error
+) -> None:
+    "A `UsageError` naming the first rule (`requires:`) that the values break."
+    of = f" of {experiment}" if experiment else ""
+    for p in params.values():
+        if not p.requires:
+            continue
+        left, op, right = _rule_parts(p.requires)
+        a, b = _side(left, values), _side(right, values)
+        if a is not None and b is not None and not _RULE_OPS[op][0](a, b):
+            got = f"{ast.unparse(left)} = {shown(a)}, {ast.unparse(right)} = {shown(b)}"
+            raise UsageError(f"parameters{of} must satisfy {p.requires}; got {got}")
+
 # %% ../../nbs/pipeline/89_parameters.ipynb #24dfddab
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -216,14 +299,16 @@ def coerce(
     if text.strip().lower() == "none" and param.default is None:
         return None
     try:
+        if param.type in (int, float) and not text.isascii():  # int("１２") would read full-width digits
+            raise ValueError
         if param.type is bool:
             value = _BOOLS[text.strip().lower()]
         else:
             value = param.type(text.strip() if param.type is not str else text)
     except (ValueError, KeyError):
-        raise UsageError(f"parameter {param.name}{of} must be {param.type.__name__}; got {text!r}") from None
+        raise UsageError(f"parameter {param.name}{of} must be {param.type.__name__}; got {shown(text)}") from None
     if param.type is float and not math.isfinite(value):
-        raise UsageError(f"parameter {param.name}{of} must be a finite float; got {text!r}")
+        raise UsageError(f"parameter {param.name}{of} must be a finite float; got {shown(text)}")
     return value
 
 # %% ../../nbs/pipeline/89_parameters.ipynb #f93b87a0

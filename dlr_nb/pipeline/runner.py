@@ -18,23 +18,27 @@ from pathlib import Path
 import nbformat
 
 from ..core import DEVICE_PATTERN, find_repo_root
-from .experiment import PROFILES, read_results
 from ..parallel import environment_variables, thread_variables
-from .store import cache_key, is_cached, library_hash, publish
+from .experiment import PROFILES, read_results
 from dlr_nb.pipeline.parameters import (
     BUILTIN,
     REQUIRED,
     Parameter,
     TemplateError,
     UsageError,
+    check_rules,
     coerce,
     parse_parameters,
     profile_table,
+    shown,
 )
+from .store import experiment_home, is_cached, key_of, key_parts, publish, read_kept, status_of
+from .trials import check_executor, prune_trials
 
 # %% auto #0
-__all__ = ['parse_duration', 'Experiment', 'load_experiment', 'discover', 'check_device', 'plan', 'Outcome',
-           'clean_stale_staging', 'execute', 'default_threads', 'Project', 'run_experiments', 'summary']
+__all__ = ['parse_duration', 'Experiment', 'load_experiment', 'discover', 'check_device', 'resolved_parameters', 'plan',
+           'Outcome', 'clean_stale_staging', 'Job', 'execute', 'default_threads', 'Project', 'run_experiments',
+           'summary', 'Status', 'experiment_status', 'stale_names', 'status_text']
 
 # %% ../../nbs/pipeline/90_runner.ipynb #0501f448
 _UNITS = {"s": 1, "min": 60, "h": 3600}
@@ -112,14 +116,14 @@ def discover(
 def _split_override(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip() or not key.strip().isidentifier():
-        raise UsageError(f"malformed -p {text!r}: expected key=value, e.g. -p seed=1")
+        raise UsageError(f"malformed -p {shown(text)}: expected key=value, e.g. -p seed=1")
     return key.strip(), value.strip()
 
 
 def check_device(device: str) -> str:
     "`device` if it is well formed and present on this machine, else a `UsageError`."
     if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
-        raise UsageError(f"unknown device {device!r} (allowed: auto, cpu, cuda, cuda:N, mps)")
+        raise UsageError(f"unknown device {shown(device)} (allowed: auto, cpu, cuda, cuda:N, mps)")
     import torch
 
     if device.startswith("cuda"):
@@ -132,16 +136,26 @@ def check_device(device: str) -> str:
     return device
 
 
-def _check_values(exp: Experiment, params: dict, profile: str) -> None:
-    "Check each parameter's value for this run: the override, else the template's default, else the profile's."
-    sizes = (exp.profiles or {}).get(profile, {})
+def resolved_parameters(
+    exp: Experiment,  # the template
+    params: dict,  # what `plan` gives it: the profile, the device if given, the overrides
+) -> dict:
+    "Every parameter's value in this run: the override, else the template's default, else the profile's."
+    sizes = (exp.profiles or {}).get(params.get("profile", "cpu"), {})
+    out = {}
     for key, param in exp.parameters.items():
-        if key in BUILTIN:
-            continue
         value = params.get(key, param.default)
-        if key not in params and value is None and key in sizes:
-            value = sizes[key]
-        param.check(value, exp.name)
+        out[key] = sizes[key] if key not in params and value is None and key in sizes else value
+    return out
+
+
+def _check_values(exp: Experiment, params: dict) -> None:
+    "Check each parameter's value for this run (`resolved_parameters`) against its constraint, then the rules."
+    values = resolved_parameters(exp, params)
+    for key, value in values.items():
+        if key not in BUILTIN:
+            exp.parameters[key].check(value, exp.name)
+    check_rules(exp.parameters, values, exp.name)
 
 
 def plan(
@@ -161,6 +175,9 @@ def plan(
     if device is not None:
         check_device(device)
     pairs = [_split_override(o) for o in overrides or []]
+    repeated = sorted({k for k, _ in pairs if [q for q, _ in pairs].count(k) > 1})
+    if repeated:
+        raise UsageError(f"-p {repeated[0]} is given more than once; give each parameter once")
     out = {}
     for name in dict.fromkeys(names):
         exp, params = experiments[name], {"profile": profile}
@@ -173,7 +190,7 @@ def plan(
                 allowed = ", ".join(p for p in exp.parameters if p not in BUILTIN)
                 raise UsageError(f"unknown parameter {key!r} for {name} (allowed: {allowed})")
             params[key] = coerce(exp.parameters[key], value, name)
-        _check_values(exp, params, profile)
+        _check_values(exp, params)
         out[name] = params
     return out
 
@@ -261,51 +278,75 @@ def _keep_failed(stage: Path, work: Path, name: str) -> None:
         os.replace(stage / f"{name}.ipynb", failed / f"{name}.ipynb")
 
 # %% ../../nbs/pipeline/90_runner.ipynb #c5254e62
+@dataclass
+class Job:
+    "One experiment to execute, with everything `execute` needs (picklable, for a worker process)."
+
+    exp: Experiment  # the template
+    params: dict  # what papermill injects: profile, device if given, overrides
+    parts: dict  # its key parts (`store.key_parts`)
+    root: Path  # the repository root (for DLR_ROOT)
+    results: Path  # where kept results go
+    work: Path  # scratch folder for staging and failed runs
+    progress: bool = False  # papermill's progress bar
+    threads: int | None = None  # CPU threads for the kernel's torch/BLAS (None: their default)
+    timeout: float | None = None  # seconds before the kernel is stopped (None: no limit)
+    executor: str = "local"  # where trials compute: local, or dask://HOST:PORT
+
+    @property
+    def name(self) -> str:
+        return self.exp.name
+
+    @property
+    def profile(self) -> str:
+        return self.params["profile"]
+
+    def environment(self, stage: Path) -> dict:
+        "The variables the kernel runs with."
+        trials = experiment_home(self.results, self.profile, self.name) / "trials"
+        env = dict(DLR_RESULTS_DIR=str(stage), DLR_ROOT=str(self.root), DLR_TRIALS_DIR=str(trials))
+        env.update(DLR_CODE_KEY=key_of(self.parts, ("parameters",)), DLR_EXECUTOR=self.executor)
+        return env | (thread_variables(self.threads) if self.threads else {})
+
+# %% ../../nbs/pipeline/90_runner.ipynb #2dde9535
+def _staged_results(stage: Path, name: str) -> None:
+    "Check that the kernel wrote a valid results JSON."
+    if not (stage / f"{name}.json").is_file():
+        raise TemplateError(f"{name} ran but wrote no results JSON (it must end with ExperimentRun.finish())")
+    read_results(stage / f"{name}.json")
+
+
 def execute(
-    exp: Experiment,  # the template
-    params: dict,  # its parameters
-    root: Path,  # the repository root (for DLR_ROOT)
-    results: Path,  # where complete results go
-    work: Path,  # scratch folder for staging and failed runs
-    progress: bool = False,  # papermill's progress bar
-    key: str = "",  # cache key stored in the manifest
-    threads: int | None = None,  # CPU threads for the kernel's torch/BLAS (None: their default)
-    timeout: float | None = None,  # seconds before the kernel is stopped (None: no limit)
+    job: Job,  # what to run and where its results go
 ) -> Outcome:
-    "Run one experiment with papermill; publish its results into `results` only when complete."
-    stage = work / "staging" / f"{exp.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    "Run one experiment with papermill; publish its results only when complete."
+    stage = job.work / "staging" / f"{job.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     stage.mkdir(parents=True)
-    env = dict(DLR_RESULTS_DIR=str(stage), DLR_ROOT=str(root))
-    if threads:
-        env.update(thread_variables(threads))
     timed_out = threading.Event()
-    watchdog = threading.Timer(timeout or 0, lambda: (timed_out.set(), _stop_kernels()))
+    watchdog = threading.Timer(job.timeout or 0, lambda: (timed_out.set(), _stop_kernels()))
     watchdog.daemon = True  # never keeps the process alive (after Ctrl-C, say)
     start = time.perf_counter()
-    with environment_variables(env):
+    with environment_variables(job.environment(stage)):
         try:
-            if timeout:
+            if job.timeout:
                 watchdog.start()
-            _papermill(exp, params, stage, progress)
-            if not (stage / f"{exp.name}.json").is_file():
-                raise TemplateError(
-                    f"{exp.name} ran but wrote no results JSON (it must end with ExperimentRun.finish())"
-                )
-            read_results(stage / f"{exp.name}.json")
-            watchdog.cancel()
+            _papermill(job.exp, job.params, stage, job.progress)
+            _staged_results(stage, job.name)
             if timed_out.is_set():
                 raise TimeoutError
-            publish(stage, results, exp.name, key)
-            return Outcome(exp.name, "ok", time.perf_counter() - start)
+            publish(stage, job.results, job.profile, job.name, job.parts, job.params)
+            prune_trials(
+                experiment_home(job.results, job.profile, job.name) / "trials", key_of(job.parts, ("parameters",))
+            )
+            return Outcome(job.name, "ok", time.perf_counter() - start)
         except Exception as e:  # keep going past any failure of one experiment
-            watchdog.cancel()
-            _keep_failed(stage, work, exp.name)
+            _keep_failed(stage, job.work, job.name)
             seconds = time.perf_counter() - start
             if timed_out.is_set():
                 return Outcome(
-                    exp.name, "timeout", seconds, f"stopped after {timeout:g} s (set --timeout to allow more)"
+                    job.name, "timeout", seconds, f"stopped after {job.timeout:g} s (set --timeout to allow more)"
                 )
-            return Outcome(exp.name, "failed", seconds, _error_line(e))
+            return Outcome(job.name, "failed", seconds, _error_line(e))
         finally:  # also on KeyboardInterrupt, which the `except` above lets through
             watchdog.cancel()
             shutil.rmtree(stage, ignore_errors=True)
@@ -327,7 +368,7 @@ class Project:
 
     root: Path  # repository root
     experiments: Path = None  # templates (default: root/book/experiments)
-    results: Path = None  # complete results (default: root/book/results)
+    results: Path = None  # kept results, per profile (default: root/book/results)
     work: Path = None  # staging and failed runs (default: root/book/.dlr)
 
     def __post_init__(self):
@@ -346,9 +387,18 @@ class Project:
             )
         return cls(root)
 
+# %% ../../nbs/pipeline/90_runner.ipynb #ed1ad166
+def _check_run_options(jobs, threads, timeout) -> None:
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"--jobs must be a positive integer; got {shown(jobs)}")
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise UsageError(f"--threads must be a positive integer; got {shown(threads)}")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+        raise UsageError(f"--timeout must be a positive number of seconds; got {shown(timeout)}")
 
-def _execute_job(args) -> Outcome:
-    return execute(*args)
+
+def _log_outcome(log, o: Outcome) -> None:
+    log(f"{o.name}: {o.status} in {o.seconds:.1f} s" + (f" — {o.error}" if o.error else ""))
 
 
 def run_experiments(
@@ -363,40 +413,41 @@ def run_experiments(
     log=print,  # where progress lines go
     timeout: float | None = None,  # seconds per experiment (default: each template's `default_timeout`)
     threads: int | None = None,  # CPU threads per kernel (None: 1 at the smoke profile, else the cores / jobs)
+    executor: str = "local",  # where trials compute: local, or dask://HOST:PORT
 ) -> list[Outcome]:
     "Run the selected experiments, skipping unchanged ones; returns one `Outcome` per experiment."
-    if not isinstance(jobs, int) or jobs < 1:
-        raise UsageError(f"--jobs must be a positive integer; got {jobs!r}")
-    if threads is not None and not (isinstance(threads, int) and threads >= 1):
-        raise UsageError(f"--threads must be a positive integer; got {threads!r}")
-    if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
-        raise UsageError(f"--timeout must be a positive number of seconds; got {timeout!r}")
+    _check_run_options(jobs, threads, timeout)
+    try:
+        check_executor(executor)
+    except ValueError as e:
+        raise UsageError(f"--{e}") from None
     experiments = discover(project.experiments)
     todo = plan(experiments, names, profile, overrides, device)
     clean_stale_staging(project.work)
-    lib = library_hash()
     progress = (sys.stderr.isatty() and jobs == 1) if progress is None else progress
     threads = threads or default_threads(profile, jobs)
     outcomes, pending = {}, []
     for name, params in todo.items():
         exp = experiments[name]
-        if not force and is_cached(exp, params, project.results, lib):
+        parts = key_parts(exp.path, resolved_parameters(exp, params))
+        if not force and is_cached(project.results, profile, name, parts):
             outcomes[name] = Outcome(name, "cached")
             log(f"{name}: unchanged, cached")
-        else:
-            limit = timeout or exp.default_timeout(profile)
-            key = cache_key(exp, params, lib)
-            pending.append((exp, params, project.root, project.results, project.work, progress, key, threads, limit))
+            continue
+        limit = timeout or exp.default_timeout(profile)
+        pending.append(
+            Job(exp, params, parts, project.root, project.results, project.work, progress, threads, limit, executor)
+        )
     if jobs == 1 or len(pending) <= 1:
         for job in pending:
-            log(f"{job[0].name}: running ({job[1]['profile']} profile)")
-            outcomes[job[0].name] = o = execute(*job)
-            log(f"{o.name}: {o.status} in {o.seconds:.1f} s" + (f" — {o.error}" if o.error else ""))
+            log(f"{job.name}: running ({job.profile} profile)")
+            outcomes[job.name] = execute(job)
+            _log_outcome(log, outcomes[job.name])
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            for o in pool.map(_execute_job, pending):
+            for o in pool.map(execute, pending):
                 outcomes[o.name] = o
-                log(f"{o.name}: {o.status} in {o.seconds:.1f} s" + (f" — {o.error}" if o.error else ""))
+                _log_outcome(log, o)
     return [outcomes[n] for n in todo]
 
 
@@ -409,4 +460,72 @@ def summary(outcomes: list[Outcome]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += [f"{o.status.upper()} {o.name}: {o.error}" for o in outcomes if o.failed]
+    return "\n".join(lines)
+
+# %% ../../nbs/pipeline/90_runner.ipynb #13405d64
+@dataclass
+class Status:
+    "One line of `dlr status`."
+
+    name: str  # the experiment
+    profile: str  # the profile of the kept result (or the one asked for, when missing)
+    state: str  # current, stale, damaged or missing
+    reasons: list  # what changed, or why it is damaged
+    commit: str = ""  # the commit the result was measured at
+    date: str = ""  # when it was published (UTC)
+    expected: str = ""  # the expected time to refresh it
+
+
+def _today_parts(exp: Experiment, kept) -> dict | None:
+    "Today's key parts for the run that made `kept`, or None if today's template rejects that run."
+    params = dict(kept.manifest.get("run_parameters") or {"profile": kept.profile})
+    try:
+        overrides = [f"{k}={v}" for k, v in params.items() if k not in BUILTIN]
+        planned = plan(
+            {exp.name: exp}, [exp.name], params.get("profile", kept.profile), overrides, params.get("device")
+        )
+    except UsageError:
+        return None
+    return key_parts(exp.path, resolved_parameters(exp, planned[exp.name]))
+
+
+def experiment_status(
+    project: Project,  # where templates and results live
+    profile: str | None = None,  # only this profile (default: each experiment's highest kept, else cpu)
+) -> list[Status]:
+    "The status of every experiment's kept result."
+    out = []
+    for name, exp in discover(project.experiments).items():
+        profiles = [profile] if profile else ["paper", "cpu", "smoke"]
+        kept = next((k for p in profiles if (k := read_kept(project.results, p, name)) is not None), None)
+        shown_profile = kept.profile if kept else (profile or "cpu")
+        state, reasons = status_of(kept, _today_parts(exp, kept) if kept is not None and kept.ok else None)
+        env = (kept.results or {}).get("environment", {}) if kept else {}
+        date = (kept.manifest or {}).get("published", "")[:16].replace("T", " ") if kept else ""
+        out.append(
+            Status(name, shown_profile, state, reasons, env.get("git", ""), date, exp.expected.get(shown_profile, "?"))
+        )
+    return out
+
+
+def stale_names(statuses: list[Status]) -> list[str]:
+    "The experiments `dlr run --stale` refreshes: those whose kept result is stale or damaged."
+    return [s.name for s in statuses if s.state in ("stale", "damaged")]
+
+# %% ../../nbs/pipeline/90_runner.ipynb #5d5bf110
+def status_text(
+    statuses: list[Status],  # from `experiment_status`
+    wide: bool = False,  # every reason in full (default: shortened to fit 100 columns)
+) -> str:
+    "`dlr status` as plain text: one line per experiment, then the count of each state."
+    rows = [("experiment", "profile", "state", "measured", "refresh")]
+    rows += [(s.name, s.profile, s.state, f"{s.commit} {s.date}".strip() or "—", s.expected) for s in statuses]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r, s in zip(rows, [None, *statuses]):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        for reason in s.reasons if s else []:
+            lines.append(("    " + reason) if wide else ("    " + reason)[:100])
+    counts = {state: sum(s.state == state for s in statuses) for state in ("current", "stale", "damaged", "missing")}
+    lines.append(", ".join(f"{n} {state}" for state, n in counts.items()))
     return "\n".join(lines)
