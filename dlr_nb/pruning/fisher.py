@@ -32,17 +32,17 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
         raise ValueError("model already carries pruning masks; call remove_masks(model) first")
     return layers
 
-
+# %% ../../nbs/pruning/40_fisher.ipynb #49744df2
 def layer_sizes(layers: dict[str, nn.Module]) -> list[int]:
     "Number of weights of each layer, in order (how the flat vector splits)."
     return [m.weight.numel() for m in layers.values()]
 
-
+# %% ../../nbs/pruning/40_fisher.ipynb #50a17353
 def flat_weights(layers: dict[str, nn.Module]) -> torch.Tensor:
     "The prunable weights as one flat vector (a copy)."
     return torch.cat([m.weight.detach().reshape(-1) for m in layers.values()]).clone()
 
-
+# %% ../../nbs/pruning/40_fisher.ipynb #bb4c9e67
 def set_flat_weights(layers: dict[str, nn.Module], w: torch.Tensor):
     "Write the flat vector `w` back into the layers' weights."
     with torch.no_grad():
@@ -74,7 +74,7 @@ def check_data(
     check_finite("data: the inputs", x)
     check_labels("data: the labels", y, num_classes=out.shape[1])
 
-
+# %% ../../nbs/pruning/40_fisher.ipynb #dff9ff37
 GRADIENT_MODES = ("vmap", "loop")
 
 
@@ -101,7 +101,7 @@ def _batched_gradients(model, layers, x, y, batch_size, dtype, show_progress):
         cols.append(torch.cat([g[k].reshape(len(idx), -1) for k in names], 1).T.to(dtype))
     return torch.cat(cols, 1)
 
-
+# %% ../../nbs/pruning/40_fisher.ipynb #e239b759
 def _looped_gradients(model, layers, x, y, dtype):
     "d × N gradients from one backward pass per sample (the reference)."
     weights = [m.weight for m in layers.values()]
@@ -112,7 +112,7 @@ def _looped_gradients(model, layers, x, y, dtype):
             cols.append(torch.cat([g.reshape(-1) for g in grads]).to(dtype))
     return torch.stack(cols, 1)
 
-
+# %% ../../nbs/pruning/40_fisher.ipynb #46f1c6af
 def per_sample_gradients(
     model: nn.Module,  # the model whose prunable weights are differentiated
     x: torch.Tensor,  # N inputs
@@ -135,6 +135,19 @@ def per_sample_gradients(
         return _batched_gradients(model, layers, x, y, batch_size, dtype, show_progress)
     finally:
         model.train(was_training)
+
+# %% ../../nbs/pruning/40_fisher.ipynb #786b5581
+class _DenseTracker:
+    "F z kept up to date under single-coordinate changes of z (dense form)."
+
+    def __init__(self, fisher, z):
+        self.F, self.h = fisher.F, fisher.matvec(z)
+
+    def at(self, idx):
+        return self.h[idx]
+
+    def move(self, i: int, delta: float):
+        self.h += self.F[:, i] * delta
 
 # %% ../../nbs/pruning/40_fisher.ipynb #4d6f80be
 class DenseFisher:
@@ -181,18 +194,20 @@ class DenseFisher:
     def tracker(self, z):
         return _DenseTracker(self, z)
 
-
-class _DenseTracker:
-    "F z kept up to date under single-coordinate changes of z (dense form)."
+# %% ../../nbs/pruning/40_fisher.ipynb #d2e84153
+class _LowRankTracker:
+    "F z kept up to date under single-coordinate changes of z through the N-vector Uᵀ z."
 
     def __init__(self, fisher, z):
-        self.F, self.h = fisher.F, fisher.matvec(z)
+        self.U, self.lam, self.z = fisher.U, fisher.damping, z.double().clone()
+        self.a = (self.U.T @ z.to(self.U.dtype)).double()
 
     def at(self, idx):
-        return self.h[idx]
+        return (self.U[idx] @ self.a.to(self.U.dtype)).double() + self.lam * self.z[idx]
 
     def move(self, i: int, delta: float):
-        self.h += self.F[:, i] * delta
+        self.a += self.U[i].double() * delta
+        self.z[i] += delta
 
 # %% ../../nbs/pruning/40_fisher.ipynb #072cb48a
 class LowRankFisher:
@@ -260,20 +275,26 @@ class LowRankFisher:
     def tracker(self, z):
         return _LowRankTracker(self, z)
 
-
-class _LowRankTracker:
-    "F z kept up to date under single-coordinate changes of z through the N-vector Uᵀ z."
+# %% ../../nbs/pruning/40_fisher.ipynb #151efa0a
+class _BlockTracker:
+    "One tracker per block."
 
     def __init__(self, fisher, z):
-        self.U, self.lam, self.z = fisher.U, fisher.damping, z.double().clone()
-        self.a = (self.U.T @ z.to(self.U.dtype)).double()
+        self.f, self.parts = fisher, [b.tracker(p) for b, p in zip(fisher.blocks, fisher._split(z))]
 
     def at(self, idx):
-        return (self.U[idx] @ self.a.to(self.U.dtype)).double() + self.lam * self.z[idx]
+        idx = torch.as_tensor(idx)
+        flat = idx.reshape(-1)
+        out = torch.empty(len(flat), dtype=torch.float64, device=flat.device)
+        ks = (torch.searchsorted(self.f.offsets, flat.cpu(), right=True) - 1).to(flat.device)  # offsets live on the CPU
+        for k in ks.unique().tolist():
+            sel = ks == k
+            out[sel] = self.parts[k].at(flat[sel] - int(self.f.offsets[k]))
+        return out.reshape(idx.shape)
 
     def move(self, i: int, delta: float):
-        self.a += self.U[i].double() * delta
-        self.z[i] += delta
+        k = self.f._block_of(i)
+        self.parts[k].move(i - int(self.f.offsets[k]), delta)
 
 # %% ../../nbs/pruning/40_fisher.ipynb #9ee1927e
 class BlockDiagonalFisher:
@@ -326,27 +347,6 @@ class BlockDiagonalFisher:
     def tracker(self, z):
         return _BlockTracker(self, z)
 
-
-class _BlockTracker:
-    "One tracker per block."
-
-    def __init__(self, fisher, z):
-        self.f, self.parts = fisher, [b.tracker(p) for b, p in zip(fisher.blocks, fisher._split(z))]
-
-    def at(self, idx):
-        idx = torch.as_tensor(idx)
-        flat = idx.reshape(-1)
-        out = torch.empty(len(flat), dtype=torch.float64, device=flat.device)
-        ks = (torch.searchsorted(self.f.offsets, flat.cpu(), right=True) - 1).to(flat.device)  # offsets live on the CPU
-        for k in ks.unique().tolist():
-            sel = ks == k
-            out[sel] = self.parts[k].at(flat[sel] - int(self.f.offsets[k]))
-        return out.reshape(idx.shape)
-
-    def move(self, i: int, delta: float):
-        k = self.f._block_of(i)
-        self.parts[k].move(i - int(self.f.offsets[k]), delta)
-
 # %% ../../nbs/pruning/40_fisher.ipynb #0739c1d4
 STRUCTURES = ("auto", "dense", "low-rank", "block-diagonal")
 
@@ -371,9 +371,9 @@ def fisher_from_gradients(
         return DenseFisher(grads, damping)
     return LowRankFisher(grads, damping)
 
-
+# %% ../../nbs/pruning/40_fisher.ipynb #6ddc2241
 def empirical_fisher(
-    model: nn.Module,
+    model: nn.Module,  # the model whose prunable weights the Fisher is of
     x: torch.Tensor,  # N inputs
     y: torch.Tensor,  # N labels
     damping: float = 1e-3,  # λ (1e-3 for MLPNet in the reference)
