@@ -16,9 +16,10 @@ from ..core import check_choice, check_loss, check_range, check_type, needs_extr
 from ..lowrank import random_orthogonal
 
 # %% auto #0
-__all__ = ['TASKS', 'MANIFOLDS', 'same_conv', 'ConvResNeXtConfig', 'GroupedBlock', 'LoopBlock', 'ConvResNeXt', 'conv_resnet',
-           'block_scales', 'blocks_carrying', 'prediction_loss', 'fit', 'evaluate', 'sklearn_baselines',
-           'manifold_points', 'besov_target', 'manifold_data', 'excess_error']
+__all__ = ['TASKS', 'OPTIMIZERS', 'MANIFOLDS', 'LABELS', 'same_conv', 'ConvResNeXtConfig', 'GroupedBlock', 'LoopBlock',
+           'ConvResNeXt', 'conv_resnet', 'block_scales', 'blocks_carrying', 'prediction_loss', 'evaluate',
+           'training_optimizer', 'train_epoch', 'fit', 'sklearn_baselines', 'manifold_points', 'besov_target',
+           'manifold_dimensions', 'manifold_response', 'manifold_data', 'excess_error']
 
 # %% ../../nbs/convresnext/30_network.ipynb #6e9b98a8
 def same_conv(
@@ -48,7 +49,7 @@ class ConvResNeXtConfig:
             check_type(name, getattr(self, name), int)
             check_range(name, getattr(self, name), 1)
 
-
+# %% ../../nbs/convresnext/30_network.ipynb #3f444eed
 def _path_shapes(c: ConvResNeXtConfig) -> list[tuple[int, int]]:
     "(in, out) channels of each layer of one path."
     if c.layers == 1:
@@ -94,7 +95,7 @@ class GroupedBlock(nn.Module):
                 out.append(W[m * k : (m + 1) * k])
         return out
 
-
+# %% ../../nbs/convresnext/30_network.ipynb #fa27a42a
 class LoopBlock(nn.Module):
     "The same block as a Python loop over M separate paths (reference and benchmark baseline)."
 
@@ -160,7 +161,7 @@ class ConvResNeXt(nn.Module):
         out = self.out(z.flatten(1))
         return out.squeeze(-1) if self.config.outputs == 1 else out
 
-
+# %% ../../nbs/convresnext/30_network.ipynb #79322f3c
 def conv_resnet(**kwargs) -> ConvResNeXt:
     "A ConvResNet: the ConvResNeXt with one path per block (M = 1)."
     return ConvResNeXt(paths=1, **kwargs)
@@ -179,7 +180,7 @@ def block_scales(
         ]
     )
 
-
+# %% ../../nbs/convresnext/30_network.ipynb #28a6881a
 def blocks_carrying(
     scales: torch.Tensor,  # path scales (any shape), e.g. from `block_scales`
     share: float = 0.9,  # the share of their sum to reach
@@ -205,50 +206,7 @@ def prediction_loss(
         return F.binary_cross_entropy_with_logits(out, y.to(out.dtype))
     return F.cross_entropy(out, y.long())
 
-
-def fit(
-    model: nn.Module,  # the network to train (in place)
-    x: torch.Tensor,  # n × D inputs
-    y: torch.Tensor,  # n targets (regression) or labels (classification)
-    task: str = "regression",  # regression or classification
-    optimizer: str = "adamw",  # adamw or sgd (momentum 0.9)
-    lr: float = 1e-3,  # learning rate
-    weight_decay: float = 0.0,  # λ
-    epochs: int = 100,  # passes over the data
-    batch_size: int = 64,  # minibatch size
-    seed: int = 0,  # order of the minibatches
-    show_progress: bool | None = None,  # progress bar (None: only on a terminal)
-) -> list[float]:
-    "Train `model` on (x, y); returns the mean training loss of every epoch, or raises `DivergenceError`."
-    check_choice("task", task, TASKS)
-    check_choice("optimizer", optimizer, ["adamw", "sgd"])
-    check_range("lr", lr, 0, low_open=True)
-    check_range("weight_decay", weight_decay, 0)
-    check_range("epochs", epochs, 0)
-    check_range("batch_size", batch_size, 1)
-    if len(x) != len(y):
-        raise ValueError(f"inputs and targets differ in length: {len(x)} and {len(y)}")
-    opt = (
-        torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        if optimizer == "adamw"
-        else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    )
-    g, losses, step = torch.Generator().manual_seed(seed), [], 0
-    advice = f"lower the learning rate (now {lr:g})"
-    model.train()
-    for _ in progress(range(epochs), desc="epochs", disable=None if show_progress is None else not show_progress):
-        total = 0.0
-        for idx in torch.randperm(len(x), generator=g).to(x.device).split(batch_size):
-            opt.zero_grad(set_to_none=True)
-            loss = prediction_loss(model(x[idx]), y[idx], task)
-            total += check_loss(loss.detach(), step, advice) * len(idx)
-            loss.backward()
-            opt.step()
-            step += 1
-        losses.append(total / len(x))
-    return losses
-
-
+# %% ../../nbs/convresnext/30_network.ipynb #8d02def8
 @torch.no_grad()
 def evaluate(
     model: nn.Module,  # a trained network
@@ -264,6 +222,76 @@ def evaluate(
     pred = (out > 0).long() if out.ndim == 1 else out.argmax(1)
     return float((pred != y.long()).double().mean())
 
+# %% ../../nbs/convresnext/30_network.ipynb #5f083342
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def training_optimizer(
+    model: nn.Module,  # the network to train
+    optimizer: str = "adamw",  # adamw or sgd (momentum 0.9)
+    lr: float = 1e-3,  # learning rate, > 0
+    weight_decay: float = 0.0,  # λ, ≥ 0
+) -> torch.optim.Optimizer:
+    "AdamW with decoupled weight decay, or SGD with momentum 0.9 and the decay added to the gradient."
+    check_choice("optimizer", optimizer, list(OPTIMIZERS))
+    check_range("lr", lr, 0, low_open=True)
+    check_range("weight_decay", weight_decay, 0)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+# %% ../../nbs/convresnext/30_network.ipynb #30f1c30d
+def train_epoch(
+    model: nn.Module,  # the network, in training mode
+    opt: torch.optim.Optimizer,  # its optimizer
+    x: torch.Tensor,  # n × D inputs
+    y: torch.Tensor,  # n targets or labels
+    task: str,  # regression or classification
+    batches: list[torch.Tensor],  # the minibatches' indices, covering every sample once
+    step: int = 0,  # the number of the first step (over all epochs)
+    advice: str = "",  # what a DivergenceError suggests
+) -> tuple[float, int]:
+    "One pass over the minibatches: the mean training loss and the number of the next step."
+    total = 0.0
+    for idx in batches:
+        opt.zero_grad(set_to_none=True)
+        loss = prediction_loss(model(x[idx]), y[idx], task)
+        total += check_loss(loss.detach(), step, advice) * len(idx)
+        loss.backward()
+        opt.step()
+        step += 1
+    return total / len(x), step
+
+# %% ../../nbs/convresnext/30_network.ipynb #2e97fe90
+def fit(
+    model: nn.Module,  # the network to train (in place)
+    x: torch.Tensor,  # n × D inputs
+    y: torch.Tensor,  # n targets (regression) or labels (classification)
+    task: str = "regression",  # regression or classification
+    optimizer: str = "adamw",  # adamw or sgd (momentum 0.9)
+    lr: float = 1e-3,  # learning rate
+    weight_decay: float = 0.0,  # λ
+    epochs: int = 100,  # passes over the data
+    batch_size: int = 64,  # minibatch size
+    seed: int = 0,  # order of the minibatches
+    show_progress: bool | None = None,  # progress bar (None: only on a terminal)
+) -> list[float]:
+    "Train `model` on (x, y); returns the mean training loss of every epoch, or raises `DivergenceError`."
+    check_choice("task", task, TASKS)
+    opt = training_optimizer(model, optimizer, lr, weight_decay)
+    check_range("epochs", epochs, 0)
+    check_range("batch_size", batch_size, 1)
+    if len(x) != len(y):
+        raise ValueError(f"inputs and targets differ in length: {len(x)} and {len(y)}")
+    g, losses, step = torch.Generator().manual_seed(seed), [], 0
+    advice = f"lower the learning rate (now {lr:g})"
+    model.train()
+    for _ in progress(range(epochs), desc="epochs", disable=None if show_progress is None else not show_progress):
+        batches = torch.randperm(len(x), generator=g).to(x.device).split(batch_size)
+        loss, step = train_epoch(model, opt, x, y, task, batches, step, advice)
+        losses.append(loss)
+    return losses
+
 # %% ../../nbs/convresnext/30_network.ipynb #5f2d4a49
 def _l1_penalty() -> dict:
     "LogisticRegression's L1 penalty as this scikit-learn spells it (1.8 deprecated `penalty` for `l1_ratio`)."
@@ -272,7 +300,7 @@ def _l1_penalty() -> dict:
     version = tuple(int(v) for v in re.match(r"(\d+)\.(\d+)", sklearn.__version__).groups())
     return {"penalty": "l1"} if version < (1, 8) else {"l1_ratio": 1.0}
 
-
+# %% ../../nbs/convresnext/30_network.ipynb #7d3fe54d
 def sklearn_baselines(task: str = "regression", seed: int = 0) -> dict:
     "Fresh scikit-learn baselines for the task, by display name."
     check_choice("task", task, TASKS)
@@ -332,13 +360,52 @@ def manifold_points(
     p = torch.randn(n, (d or 2) + 1, generator=generator)
     return p / p.norm(dim=1, keepdim=True)
 
-
+# %% ../../nbs/convresnext/30_network.ipynb #3c6a85ae
 def besov_target(
     p: torch.Tensor,  # n × k base points (k ≥ 2)
 ) -> torch.Tensor:
     "g(p) = sin(π p₁) + |p₂| − |p₃ − 0.1| / 2: smooth pieces joined along kinks."
     p3 = p[:, 2] if p.shape[1] > 2 else torch.zeros_like(p[:, 0])
     return torch.sin(math.pi * p[:, 0]) + p[:, 1].abs() - 0.5 * (p3 - 0.1).abs()
+
+# %% ../../nbs/convresnext/30_network.ipynb #fbe81706
+def manifold_dimensions(
+    manifold: str,  # curve, sphere or torus
+    d: int | None,  # the intrinsic dimension (sphere: any ≥ 1, None: 2; the others: None or their own)
+    D: int,  # the ambient dimension
+) -> tuple[int, int]:
+    "(d, k): the manifold's intrinsic dimension and the dimension of its base space; an error unless k ≤ D."
+    intrinsic, base = MANIFOLDS[check_choice("manifold", manifold, list(MANIFOLDS))]
+    if manifold == "sphere":
+        intrinsic = 2 if d is None else d
+        check_range("d", intrinsic, 1)
+        base = intrinsic + 1
+    elif d is not None and d != intrinsic:
+        raise ValueError(f"d: the {manifold} has intrinsic dimension {intrinsic}; got d = {d}")
+    if intrinsic > D:
+        raise ValueError(f"d: the intrinsic dimension {intrinsic} is larger than the ambient dimension D = {D}")
+    if base > D:
+        raise ValueError(f"D: the {manifold} (d = {intrinsic}) lives in ℝ^{base}; D = {D} is too small")
+    return intrinsic, base
+
+# %% ../../nbs/convresnext/30_network.ipynb #9246a2ec
+LABELS = ("regression", "sign", "logistic")
+
+
+def manifold_response(
+    target: torch.Tensor,  # the noise-free responses g (float64)
+    labels: str = "regression",  # regression, sign or logistic
+    noise: float = 0.1,  # standard deviation of the regression noise
+    generator: torch.Generator | None = None,  # CPU random source of the noise or the logistic draws
+) -> torch.Tensor:
+    "Noisy responses (regression) or 0/1 labels from the sign or the logistic probability of g − median g."
+    check_choice("labels", labels, list(LABELS))
+    if labels == "regression":
+        return target + noise * torch.randn(len(target), generator=generator, dtype=torch.float64)
+    centred = target - target.median()
+    if labels == "sign":
+        return (centred > 0).long()
+    return torch.bernoulli(torch.sigmoid(4 * centred), generator=generator).long()
 
 # %% ../../nbs/convresnext/30_network.ipynb #8fb69da6
 def manifold_data(
@@ -355,37 +422,19 @@ def manifold_data(
 ) -> dict[str, torch.Tensor]:
     "Samples on a manifold embedded in ℝ^D: `x` (n × D), `y`, the noise-free `target` and the base points `p`."
     check_choice("manifold", manifold, list(MANIFOLDS))
-    check_choice("labels", labels, ["regression", "sign", "logistic"])
+    check_choice("labels", labels, list(LABELS))
     check_range("D", D, 1)
     check_range("noise", noise, 0)
     check_range("ambient_noise", ambient_noise, 0)
     check_range("n", n, 1)
-    intrinsic, base = MANIFOLDS[manifold]
-    if manifold == "sphere":
-        intrinsic = 2 if d is None else d
-        check_range("d", intrinsic, 1)
-        base = intrinsic + 1
-    elif d is not None and d != intrinsic:
-        raise ValueError(f"d: the {manifold} has intrinsic dimension {intrinsic}; got d = {d}")
-    if intrinsic > D:
-        raise ValueError(f"d: the intrinsic dimension {intrinsic} is larger than the ambient dimension D = {D}")
-    if base > D:
-        raise ValueError(f"D: the {manifold} (d = {intrinsic}) lives in ℝ^{base}; D = {D} is too small")
+    intrinsic, base = manifold_dimensions(manifold, d, D)
     g = torch.Generator().manual_seed(seed)
     p = manifold_points(n, manifold, intrinsic, g).double()
     x = F.pad(p, (0, D - base)) @ random_orthogonal(D, torch.Generator().manual_seed(embedding_seed)).T
     if ambient_noise > 0:
         x = x + ambient_noise * torch.randn(n, D, generator=g, dtype=torch.float64)
     target = besov_target(p)
-    if labels == "regression":
-        y = target + noise * torch.randn(n, generator=g, dtype=torch.float64)
-    else:
-        centred = target - target.median()
-        y = (
-            (centred > 0).long()
-            if labels == "sign"
-            else torch.bernoulli(torch.sigmoid(4 * centred), generator=g).long()
-        )
+    y = manifold_response(target, labels, noise, g)
     return {
         "x": x.to(dtype),
         "y": y.to(dtype) if labels == "regression" else y,
