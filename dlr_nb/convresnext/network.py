@@ -16,8 +16,8 @@ from ..core import check_choice, check_loss, check_range, check_type, needs_extr
 from ..lowrank import random_orthogonal
 
 # %% auto #0
-__all__ = ['TASKS', 'OPTIMIZERS', 'MANIFOLDS', 'LABELS', 'same_conv', 'ConvResNeXtConfig', 'GroupedBlock', 'LoopBlock',
-           'ConvResNeXt', 'conv_resnet', 'block_scales', 'blocks_carrying', 'prediction_loss', 'evaluate',
+__all__ = ['TASKS', 'FIT_OPTIMIZERS', 'MANIFOLDS', 'MANIFOLD_LABELS', 'same_conv', 'ConvResNeXtConfig', 'GroupedBlock',
+           'LoopBlock', 'ConvResNeXt', 'conv_resnet', 'block_scales', 'blocks_carrying', 'prediction_loss', 'evaluate',
            'training_optimizer', 'train_epoch', 'fit', 'sklearn_baselines', 'manifold_points', 'besov_target',
            'manifold_dimensions', 'manifold_response', 'manifold_data', 'excess_error']
 
@@ -223,7 +223,7 @@ def evaluate(
     return float((pred != y.long()).double().mean())
 
 # %% ../../nbs/convresnext/30_network.ipynb #5f083342
-OPTIMIZERS = ("adamw", "sgd")
+FIT_OPTIMIZERS = ("adamw", "sgd")
 
 
 def training_optimizer(
@@ -233,7 +233,7 @@ def training_optimizer(
     weight_decay: float = 0.0,  # λ, ≥ 0
 ) -> torch.optim.Optimizer:
     "AdamW with decoupled weight decay, or SGD with momentum 0.9 and the decay added to the gradient."
-    check_choice("optimizer", optimizer, list(OPTIMIZERS))
+    check_choice("optimizer", optimizer, list(FIT_OPTIMIZERS))
     check_range("lr", lr, 0, low_open=True)
     check_range("weight_decay", weight_decay, 0)
     if optimizer == "adamw":
@@ -389,7 +389,7 @@ def manifold_dimensions(
     return intrinsic, base
 
 # %% ../../nbs/convresnext/30_network.ipynb #9246a2ec
-LABELS = ("regression", "sign", "logistic")
+MANIFOLD_LABELS = ("regression", "sign", "logistic")
 
 
 def manifold_response(
@@ -399,7 +399,7 @@ def manifold_response(
     generator: torch.Generator | None = None,  # CPU random source of the noise or the logistic draws
 ) -> torch.Tensor:
     "Noisy responses (regression) or 0/1 labels from the sign or the logistic probability of g − median g."
-    check_choice("labels", labels, list(LABELS))
+    check_choice("labels", labels, list(MANIFOLD_LABELS))
     if labels == "regression":
         return target + noise * torch.randn(len(target), generator=generator, dtype=torch.float64)
     centred = target - target.median()
@@ -422,7 +422,7 @@ def manifold_data(
 ) -> dict[str, torch.Tensor]:
     "Samples on a manifold embedded in ℝ^D: `x` (n × D), `y`, the noise-free `target` and the base points `p`."
     check_choice("manifold", manifold, list(MANIFOLDS))
-    check_choice("labels", labels, list(LABELS))
+    check_choice("labels", labels, list(MANIFOLD_LABELS))
     check_range("D", D, 1)
     check_range("noise", noise, 0)
     check_range("ambient_noise", ambient_noise, 0)
