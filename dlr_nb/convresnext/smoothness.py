@@ -50,7 +50,7 @@ def input_gradient(
     (g,) = torch.autograd.grad(model(x).sum(), x)
     return g
 
-
+# %% ../../nbs/convresnext/31_smoothness.ipynb #952d1587
 def _loss_gradient(model, x, y, task):
     "∇ₓ of the prediction loss."
     x = x.detach().requires_grad_(True)
@@ -70,7 +70,7 @@ def fgsm(
     model.eval()
     return (x + eps * _loss_gradient(model, x, y, task).sign()).detach()
 
-
+# %% ../../nbs/convresnext/31_smoothness.ipynb #00a3650d
 def pgd(
     model: nn.Module,  # the network attacked
     x: torch.Tensor,  # n × D clean inputs
@@ -93,7 +93,7 @@ def pgd(
         adv = torch.max(torch.min(adv, x + eps), x - eps).detach()
     return adv
 
-
+# %% ../../nbs/convresnext/31_smoothness.ipynb #66ab4b57
 def robust_error(
     model: nn.Module,  # a classifier
     x: torch.Tensor,  # n × D clean test inputs
