@@ -19,22 +19,22 @@ __all__ = ['STSB_URL', 'SST2_URL', 'SST2_MD5', 'MNIST_URL', 'MLPNET_URL', 'SOURC
            'SST2_CUT_SEED', 'MLPNET_METADATA', 'MAKERS', 'STSB_SPLITS', 'STSB_ROWS', 'SST2_SPLITS', 'MNIST_MEAN',
            'MNIST_STD', 'MNIST_SPLITS', 'DataNotFoundError', 'DownloadError', 'DataFormatError', 'Source', 'cache_dir',
            'fetch_command', 'sources_table', 'download', 'sst2_cut', 'safetensors_bytes', 'mlpnet_safetensors',
-           'fetch_dataset', 'data_dir', 'SentencePairs', 'load_stsb', 'LabelledSentences', 'load_sst2', 'read_idx',
-           'has_data', 'load_mnist', 'load_mnist_test', 'load_checkpoint', 'make_mnist1d', 'load_digits_data']
+           'fetch_dataset', 'data_dir', 'has_data', 'SentencePairs', 'load_stsb', 'LabelledSentences', 'load_sst2',
+           'read_idx', 'load_mnist', 'load_mnist_test', 'load_checkpoint', 'make_mnist1d', 'load_digits_data']
 
 # %% ../nbs/01_data.ipynb #acae54e37e7d407bbb7b55eff062a284
 class DataNotFoundError(FileNotFoundError):
     "A data set is in none of the places looked at and could not be downloaded."
 
-
+# %% ../nbs/01_data.ipynb #4c6283ec
 class DownloadError(DataNotFoundError):
     "A download failed: network, HTTP status, size or checksum; nothing of it was kept."
 
-
+# %% ../nbs/01_data.ipynb #1552e9a6
 class DataFormatError(ValueError):
     "A data file exists but is corrupt, truncated or not in the expected format."
 
-
+# %% ../nbs/01_data.ipynb #ccbd8a36
 class Source(NamedTuple):
     "Where one file of a data set comes from, how it is made from the download, and how it is verified."
 
@@ -49,7 +49,7 @@ class Source(NamedTuple):
     copy_sha256: str | None = None  # sha256 of this workplace's copy where it differs from what a download makes
     licence: str = ""  # the terms the file comes under
 
-
+# %% ../nbs/01_data.ipynb #546755c9
 STSB_URL = "https://ixa2.si.ehu.eus/stswiki/images/4/48/Stsbenchmark.tar.gz"
 SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
 SST2_MD5 = "md5:9f81648d4199384278b86e315dac217c"  # published with the archive's loader in torchtext
@@ -65,15 +65,32 @@ _SST_LICENCE = (
 _MNIST_LICENCE = "the terms of yann.lecun.com/exdb/mnist; cite LeCun et al. 1998"
 _WF_LICENCE = "the WoodFisher repository has no licence file; cite Singh & Alistarh 2020 and Yu et al. 2022 (CBS)"
 
-
+# %% ../nbs/01_data.ipynb #3f9aab0a
 def _mnist(file: str, sha256: str, size: int) -> Source:
+    "An MNIST file, downloaded as it is from the mirror."
     return Source(MNIST_URL + file, sha256, size, licence=_MNIST_LICENCE)
 
-
+# %% ../nbs/01_data.ipynb #f631b477
 def _sts(file: str, sha256: str, size: int) -> Source:
+    "A member of the STS Benchmark archive, extracted unchanged."
     return Source(STSB_URL, sha256, size, member=f"stsbenchmark/{file}", make="extract", licence=_STS_LICENCE)
 
+# %% ../nbs/01_data.ipynb #e3725dca
+def _sst2(member: str, make: str, copy_sha256: str, kind: str = "recut") -> Source:
+    "A file made from GLUE's SST-2 archive (no sha256 of its own: verified through the archive's md5)."
+    return Source(
+        SST2_URL,
+        None,
+        None,
+        kind=kind,
+        member=member,
+        url_checksum=SST2_MD5,
+        make=make,
+        copy_sha256=copy_sha256,
+        licence=_SST_LICENCE,
+    )
 
+# %% ../nbs/01_data.ipynb #b9744e8a
 SOURCES = {
     "stsb": {
         "sts-train.csv": _sts(
@@ -87,37 +104,15 @@ SOURCES = {
         "readme.txt": _sts("readme.txt", "e9488363d211c32ca5e912954f16eb9233cfed1b5b4b0475d0d812d35d7c8ef1", 5994),
     },
     "sst2": {
-        name: Source(
-            SST2_URL,
-            None,
-            None,
-            kind="upstream" if name == "validation.tsv" else "recut",
-            member=member,
-            url_checksum=SST2_MD5,
-            make=make,
-            copy_sha256=copy,
-            licence=_SST_LICENCE,
-        )
-        for name, member, make, copy in (
-            (
-                "train.tsv",
-                "SST-2/train.tsv",
-                "sst2_train",
-                "920e317b2c52e12cd22db1da2c6708312bd7dc4f3712b9bbf1b50ee6c2c792ba",
-            ),
-            (
-                "dev_heldout.tsv",
-                "SST-2/train.tsv",
-                "sst2_dev_heldout",
-                "92353770071a2a889f75d000a38a9e541ea8f0a5499e50f040b17917a5cbf66f",
-            ),
-            (
-                "validation.tsv",
-                "SST-2/dev.tsv",
-                "extract",
-                "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0",
-            ),
-        )
+        "train.tsv": _sst2(
+            "SST-2/train.tsv", "sst2_train", "920e317b2c52e12cd22db1da2c6708312bd7dc4f3712b9bbf1b50ee6c2c792ba"
+        ),
+        "dev_heldout.tsv": _sst2(
+            "SST-2/train.tsv", "sst2_dev_heldout", "92353770071a2a889f75d000a38a9e541ea8f0a5499e50f040b17917a5cbf66f"
+        ),
+        "validation.tsv": _sst2(
+            "SST-2/dev.tsv", "extract", "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0", "upstream"
+        ),
     },
     "mnist": {
         "t10k-images-idx3-ubyte.gz": _mnist(
@@ -148,19 +143,22 @@ SOURCES = {
         ),
     },
 }
+
+# %% ../nbs/01_data.ipynb #8d22f317
 DATASETS = {name: list(files) for name, files in SOURCES.items()}
 FOLDERS = {"mnist_train": "mnist"}  # data sets that share another's folder
 
 
+def _complete(folder: Path, name: str) -> bool:
+    "Whether `folder` holds every file of data set `name`."
+    return all((folder / f).is_file() for f in DATASETS[name])
+
+# %% ../nbs/01_data.ipynb #b7f00f6b
 def cache_dir() -> Path:
     "The download cache: `$DLR_CACHE_DIR`, else `~/.cache/dlr_nb/data`."
     return Path(os.environ.get("DLR_CACHE_DIR") or Path.home() / ".cache" / "dlr_nb" / "data")
 
-
-def _complete(folder: Path, name: str) -> bool:
-    return all((folder / f).is_file() for f in DATASETS[name])
-
-
+# %% ../nbs/01_data.ipynb #a63e91d2
 def fetch_command(name: str) -> str:
     "The command that downloads data set `name` into the cache."
     return f"dlr fetch {name}"
@@ -187,7 +185,44 @@ def _checksum(spec: str) -> tuple[str, str]:
     algo, _, digest = spec.rpartition(":")
     return (algo or "sha256"), digest.lower()
 
+# %% ../nbs/01_data.ipynb #199e6948
+def _stream_to(
+    url: str,  # the address
+    f,  # an open binary file
+    algo: str,  # the hash: sha256 or md5
+    limit: int,  # most bytes accepted
+    timeout: float,  # seconds to wait for the server at each step
+) -> tuple[str, int, str | None]:
+    "Copy the bytes at `url` into `f`: (their hex digest, their count, the Content-Length the server announced)."
+    digest, count = hashlib.new(algo), 0
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        announced = r.headers.get("Content-Length")
+        while chunk := r.read(1 << 20):
+            count += len(chunk)
+            if count > limit:
+                raise DownloadError(f"downloading {url}: more than the expected {limit} bytes; stopped")
+            digest.update(chunk)
+            f.write(chunk)
+    return digest.hexdigest(), count, announced
 
+# %% ../nbs/01_data.ipynb #cb15519e
+def _check_received(
+    url: str,  # the address, for the message
+    received: tuple[str, int, str | None],  # from `_stream_to`: digest, count, announced length
+    algo: str,  # the hash's name, for the message
+    size: int | None,  # expected size in bytes (None: unknown)
+    expected: str | None,  # expected hex digest (None: not verified)
+):
+    "Raise `DownloadError` unless the bytes received are all those announced, of the expected size and checksum."
+    got, count, announced = received
+    if announced is not None and announced.isdigit() and count != int(announced):
+        raise DownloadError(f"downloading {url}: got {count} of the {announced} bytes announced (interrupted)")
+    if size is not None and count != size:
+        raise DownloadError(f"downloading {url}: got {count} bytes, expected {size} (interrupted?)")
+    if expected is not None and got != expected:
+        raise DownloadError(f"downloading {url}: {algo} checksum mismatch (got {got}, expected {expected})")
+
+# %% ../nbs/01_data.ipynb #eff652ec
 def download(
     url: str,  # the address to fetch (http, https or file)
     dest: str | Path,  # the file to create
@@ -203,22 +238,9 @@ def download(
     limit = size if size is not None else max_bytes
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        digest, count = hashlib.new(algo), 0
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
-            announced = r.headers.get("Content-Length")
-            while chunk := r.read(1 << 20):
-                count += len(chunk)
-                if count > limit:
-                    raise DownloadError(f"downloading {url}: more than the expected {limit} bytes; stopped")
-                digest.update(chunk)
-                f.write(chunk)
-        if announced is not None and announced.isdigit() and count != int(announced):
-            raise DownloadError(f"downloading {url}: got {count} of the {announced} bytes announced (interrupted)")
-        if size is not None and count != size:
-            raise DownloadError(f"downloading {url}: got {count} bytes, expected {size} (interrupted?)")
-        if expected is not None and digest.hexdigest() != expected:
-            got = digest.hexdigest()
-            raise DownloadError(f"downloading {url}: {algo} checksum mismatch (got {got}, expected {expected})")
+        with os.fdopen(fd, "wb") as f:
+            received = _stream_to(url, f, algo, limit, timeout)
+        _check_received(url, received, algo, size, expected)
         os.replace(tmp, dest)
     except DownloadError:
         Path(tmp).unlink(missing_ok=True)
@@ -249,7 +271,7 @@ def _member(archive: Path, member: str) -> bytes:
     except (KeyError, tarfile.TarError, zipfile.BadZipFile, OSError) as e:
         raise DataFormatError(f"{archive.name}: no readable member {member!r} ({type(e).__name__})") from None
 
-
+# %% ../nbs/01_data.ipynb #49cf6477
 SST2_HELD_OUT = 0.1  # share of GLUE's SST-2 training rows held out as dev_heldout
 SST2_CUT_SEED = 0  # seed of the permutation that makes the cut
 
@@ -270,14 +292,7 @@ def sst2_cut(
 
     return part(order[held:]), part(order[:held])
 
-
-_OPTIMIZER_GLOBALS = ("torch.optim.sgd.SGD", "torch.optim.lr_scheduler.ExponentialLR")
-MLPNET_METADATA = {
-    "arch": "mlpnet 784-40-20-10 relu no-bias",
-    "source": "CHITA/WoodFisher checkpoint mnist_25_epoch_93.97.ckpt",
-}
-
-
+# %% ../nbs/01_data.ipynb #04608a58
 def safetensors_bytes(
     tensors: dict[str, torch.Tensor],  # float32 tensors, by name, in the order they are stored
     metadata: dict[str, str],  # the header's `__metadata__`
@@ -295,6 +310,13 @@ def safetensors_bytes(
     data = b"".join(t.contiguous().numpy().astype("<f4").tobytes() for t in tensors.values())
     return struct.pack("<Q", len(text)) + text + data
 
+# %% ../nbs/01_data.ipynb #7bfecab5
+_OPTIMIZER_GLOBALS = ("torch.optim.sgd.SGD", "torch.optim.lr_scheduler.ExponentialLR")
+MLPNET_METADATA = {
+    "arch": "mlpnet 784-40-20-10 relu no-bias",
+    "source": "CHITA/WoodFisher checkpoint mnist_25_epoch_93.97.ckpt",
+}
+
 
 class _Skipped:
     "Stands in for a pickled optimizer or scheduler of a checkpoint: its state is dropped, no code of it runs."
@@ -302,7 +324,7 @@ class _Skipped:
     def __setstate__(self, state):
         pass
 
-
+# %% ../nbs/01_data.ipynb #725af401
 def mlpnet_safetensors(
     ckpt: bytes,  # the WoodFisher/CBS checkpoint mnist_25_epoch_93.97.ckpt (a torch pickle)
 ) -> bytes:
@@ -324,13 +346,23 @@ def mlpnet_safetensors(
         raise DataFormatError(f"the MLPNet checkpoint cannot be converted ({type(e).__name__}: {message})") from None
     return safetensors_bytes(tensors, MLPNET_METADATA)
 
-
+# %% ../nbs/01_data.ipynb #224f93e8
 MAKERS = {
     "extract": None,  # the archive member itself
     "sst2_train": lambda raw: sst2_cut(raw)[0],
     "sst2_dev_heldout": lambda raw: sst2_cut(raw)[1],
     "mlpnet_safetensors": mlpnet_safetensors,
 }
+
+# %% ../nbs/01_data.ipynb #fc9f8edc
+def _by_url(
+    files: dict[str, Source],  # file name → its source
+) -> dict[str, dict[str, Source]]:
+    "The files grouped by the address they come from, in the registry's order."
+    groups: dict[str, dict[str, Source]] = {}
+    for file, src in files.items():
+        groups.setdefault(src.url, {})[file] = src
+    return groups
 
 # %% ../nbs/01_data.ipynb #b118ea5561624da68c537baed56e602f
 def _atomic_bytes(path: Path, data: bytes):
@@ -344,7 +376,24 @@ def _atomic_bytes(path: Path, data: bytes):
         Path(tmp).unlink(missing_ok=True)
         raise
 
+# %% ../nbs/01_data.ipynb #0260256d
+def _make_files(
+    url: str,  # the address downloaded
+    raw: Path,  # the downloaded bytes
+    made: dict[str, Source],  # the files made from them
+    dest: Path,  # the folder they go to
+):
+    "Make each file of `made` from the download `raw`, verify its sha256 where recorded, and write it atomically."
+    for file, src in made.items():
+        data = raw.read_bytes() if src.member is None else _member(raw, src.member)
+        if MAKERS[src.make] is not None:
+            data = MAKERS[src.make](data)
+        got = hashlib.sha256(data).hexdigest()
+        if src.sha256 is not None and got != src.sha256:
+            raise DownloadError(f"{file} made from {url}: sha256 mismatch (got {got}, expected {src.sha256})")
+        _atomic_bytes(dest / file, data)
 
+# %% ../nbs/01_data.ipynb #8212493e
 def fetch_dataset(
     name: str,  # a key of SOURCES: stsb, sst2, mnist, mnist_train or checkpoints
     dest: str | Path | None = None,  # the folder to fill (default: the cache's folder of the data set)
@@ -355,12 +404,8 @@ def fetch_dataset(
     dest = Path(dest) if dest is not None else cache_dir() / FOLDERS.get(name, name)
     dest.mkdir(parents=True, exist_ok=True)
     missing = {f: s for f, s in SOURCES[name].items() if not (dest / f).is_file()}
-    by_url: dict[str, dict[str, Source]] = {}
-    for file, src in missing.items():
-        by_url.setdefault(src.url, {})[file] = src
-    for url, files in by_url.items():
-        direct = [f for f, s in files.items() if s.make == "copy"]
-        for file in direct:
+    for url, files in _by_url(missing).items():
+        for file in [f for f, s in files.items() if s.make == "copy"]:
             download(url, dest / file, files[file].sha256, files[file].size, timeout=timeout)
         made = {f: s for f, s in files.items() if s.make != "copy"}
         if not made:
@@ -368,15 +413,20 @@ def fetch_dataset(
         first = next(iter(made.values()))
         with tempfile.TemporaryDirectory(dir=dest, prefix=".download.") as tmp:
             raw = download(url, Path(tmp) / "download", first.url_checksum, first.url_size, timeout=timeout)
-            for file, src in made.items():
-                data = raw.read_bytes() if src.member is None else _member(raw, src.member)
-                if MAKERS[src.make] is not None:
-                    data = MAKERS[src.make](data)
-                got = hashlib.sha256(data).hexdigest()
-                if src.sha256 is not None and got != src.sha256:
-                    raise DownloadError(f"{file} made from {url}: sha256 mismatch (got {got}, expected {src.sha256})")
-                _atomic_bytes(dest / file, data)
+            _make_files(url, raw, made, dest)
     return dest
+
+# %% ../nbs/01_data.ipynb #f0aae626
+def _search_folders() -> list[Path]:
+    "The folders searched for data, in order: `$DLR_DATA_DIR`, `../shared/data` beside the repository, the cache."
+    bases = []
+    if os.environ.get("DLR_DATA_DIR"):
+        bases.append(Path(os.environ["DLR_DATA_DIR"]))
+    root = find_repo_root()
+    if root is not None:
+        bases.append(root.parent / "shared" / "data")
+    bases.append(cache_dir())
+    return bases
 
 # %% ../nbs/01_data.ipynb #938c804e27f84196a10c8828c723f798
 def data_dir(
@@ -393,13 +443,7 @@ def data_dir(
             if _complete(cand, name):
                 return cand
         raise DataNotFoundError(f"data_dir {str(path)!r} does not hold the {name} files ({', '.join(DATASETS[name])})")
-    bases = []
-    if os.environ.get("DLR_DATA_DIR"):
-        bases.append(Path(os.environ["DLR_DATA_DIR"]))
-    root = find_repo_root()
-    if root is not None:
-        bases.append(root.parent / "shared" / "data")
-    bases.append(cache_dir())
+    bases = _search_folders()
     for base in bases:
         if _complete(base / folder, name):
             return base / folder
@@ -411,6 +455,18 @@ def data_dir(
         return fetch_dataset(name, cache_dir() / folder)
     except DownloadError as e:
         raise DownloadError(f"data set {name!r} not found (looked in {looked}) and {e}; {hint}") from None
+
+# %% ../nbs/01_data.ipynb #ce4481c1
+def has_data(
+    name: str,  # a data set: a key of SOURCES
+    path: str | Path | None = None,  # data folder (default: searched)
+) -> bool:
+    "Whether data set `name` is found (argument, DLR_DATA_DIR, ../shared/data, cache) without downloading it."
+    try:
+        data_dir(name, path, download_missing=False)
+    except DataNotFoundError:
+        return False
+    return True
 
 # %% ../nbs/01_data.ipynb #78e52ef8
 @dataclass
@@ -498,9 +554,6 @@ def load_sst2(
     return LabelledSentences(text, np.asarray(label, dtype=np.int64))
 
 # %% ../nbs/01_data.ipynb #96cb174f
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-
-
 def read_idx(path: str | Path) -> np.ndarray:
     "An IDX file (gzip-compressed or not) as a uint8 array; a corrupt or truncated file is a `DataFormatError`."
     path = Path(path)
@@ -523,20 +576,9 @@ def read_idx(path: str | Path) -> np.ndarray:
         )
     return data.reshape(shape)
 
-
+# %% ../nbs/01_data.ipynb #076955f9
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MNIST_SPLITS = {"train": "mnist_train", "test": "mnist"}
-
-
-def has_data(
-    name: str,  # a data set: a key of SOURCES
-    path: str | Path | None = None,  # data folder (default: searched)
-) -> bool:
-    "Whether data set `name` is found (argument, DLR_DATA_DIR, ../shared/data, cache) without downloading it."
-    try:
-        data_dir(name, path, download_missing=False)
-    except DataNotFoundError:
-        return False
-    return True
 
 
 def load_mnist(
@@ -558,7 +600,7 @@ def load_mnist(
     x = x.reshape(len(x), -1) if flatten else x.unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
 
-
+# %% ../nbs/01_data.ipynb #a335eb6e
 def load_mnist_test(
     path: str | Path | None = None,  # data folder (default: searched)
     normalize: bool = True,  # standardise with MNIST's mean and std (else scale to [0, 1])
@@ -582,8 +624,9 @@ def load_checkpoint(
     except (SafetensorError, OSError, ValueError) as e:
         raise DataFormatError(f"{path}: not a readable safetensors file ({e})") from None
 
-# %% ../nbs/01_data.ipynb #00730812
+# %% ../nbs/01_data.ipynb #03dec0f7
 def _as_split(x, y, x_test, y_test, dtype=torch.float32) -> dict:
+    "Training and test inputs (`dtype`) and labels (int64) as tensors, under the keys every generator returns."
     return {
         "x": torch.as_tensor(x, dtype=dtype),
         "y": torch.as_tensor(y, dtype=torch.long),
@@ -591,7 +634,7 @@ def _as_split(x, y, x_test, y_test, dtype=torch.float32) -> dict:
         "y_test": torch.as_tensor(y_test, dtype=torch.long),
     }
 
-
+# %% ../nbs/01_data.ipynb #00730812
 def make_mnist1d(
     num_samples: int = 5000,  # total examples, split into train and test
     train_split: float = 0.8,  # share used for training
