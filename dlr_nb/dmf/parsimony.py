@@ -37,7 +37,7 @@ def init_layer(
     u = torch.rand(m, n, generator=generator, dtype=torch.float64)
     return math.sqrt(3) * correction * scale * (2 * u - 1)
 
-
+# %% ../../nbs/dmf/12_parsimony.ipynb #2f618039
 def reinitialize(
     model: nn.Module,  # its nn.Linear layers are re-drawn in place, in module order
     init: str,  # orthogonal, gaussian or uniform
@@ -81,7 +81,7 @@ class LinearRegression(RecoveryProblem):
     def spectral_estimate(self):
         return self.Y @ self.X.T / self.X.shape[1]
 
-
+# %% ../../nbs/dmf/12_parsimony.ipynb #aa029382
 def update_tail(
     W_t: torch.Tensor,  # a factor after training
     W_0: torch.Tensor,  # the same factor at initialization
