@@ -56,7 +56,7 @@ def initial_gradients(
         "head": float(torch.cat(heads).median()) if heads else None,
     }
 
-# %% ../../nbs/deeplora/23_updates.ipynb #1756b2f8
+# %% ../../nbs/deeplora/23_updates.ipynb #61fdbc25
 class UpdateTracker:
     "Record the top singular values and top-k singular subspace of every ΔW every few steps."
 
@@ -89,9 +89,13 @@ class UpdateTracker:
         self.values.append(values)
         self.bases.append(bases)
 
-    def similarity_to_final(self) -> dict[str, list[float]]:
-        "s(U_t, U_T) per layer, one entry per recorded step."
-        if not self.steps:
-            raise ValueError("nothing was recorded: pass the tracker to finetune(callback=...)")
-        final = self.bases[-1]
-        return {n: [subspace_similarity(b[n], final[n]) for b in self.bases] for n in final}
+# %% ../../nbs/deeplora/23_updates.ipynb #796293ed
+def _similarity_to_final(self: UpdateTracker) -> dict[str, list[float]]:
+    "s(U_t, U_T) per layer, one entry per recorded step."
+    if not self.steps:
+        raise ValueError("nothing was recorded: pass the tracker to finetune(callback=...)")
+    final = self.bases[-1]
+    return {n: [subspace_similarity(b[n], final[n]) for b in self.bases] for n in final}
+
+
+UpdateTracker.similarity_to_final = _similarity_to_final
