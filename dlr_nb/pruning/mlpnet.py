@@ -13,9 +13,12 @@ from torch import nn
 
 from ..core import check_range
 from ..data import DataFormatError, has_data, load_checkpoint, load_mnist
+from .prune import accuracy
+from ..stats import mean_interval
 
 # %% auto #0
-__all__ = ['HELD_OUT', 'MLPNet', 'load_mlpnet', 'fisher_split', 'accuracy_table', 'seed_differences', 'one_at_a_time']
+__all__ = ['HELD_OUT', 'TABLE1_METHODS', 'TABLE1', 'MLPNet', 'load_mlpnet', 'fisher_split', 'paper_accuracy', 'scored_row',
+           'accuracy_table', 'seed_differences', 'paired_comparison', 'one_at_a_time']
 
 # %% ../../nbs/pruning/43_mlpnet.ipynb #a1b2c006
 class MLPNet(nn.Module):
@@ -37,7 +40,7 @@ class MLPNet(nn.Module):
             x = torch.relu(fc(x))
         return torch.log_softmax(layers[-1](x), dim=-1)
 
-
+# %% ../../nbs/pruning/43_mlpnet.ipynb #740c8479
 def load_mlpnet(
     path: str | Path | None = None,  # the .safetensors file (default: the shared checkpoint)
 ) -> MLPNet:
@@ -82,6 +85,43 @@ def fisher_split(
         "test": (x, y),
         "source": source,
     }
+
+# %% ../../nbs/pruning/43_mlpnet.ipynb #7d25e0e1
+TABLE1_METHODS = ("mp", "wf-s", "cbs-s", "wf", "cbs")  # the columns of cbs Table 1
+TABLE1 = {  # sparsity: test accuracy (%) of (MP, WF-S, CBS-S, WF, CBS), cbs Table 1
+    0.7: (93.62, 93.48, 93.75, 93.77, 93.98),
+    0.8: (92.89, 93.13, 93.59, 93.57, 93.90),
+    0.9: (90.30, 90.77, 92.37, 91.69, 93.14),
+    0.95: (83.64, 83.16, 88.24, 85.54, 88.92),
+    0.98: (32.25, 34.55, 66.64, 38.26, 55.45),
+}
+
+
+def paper_accuracy(
+    method: str,  # a method's name, e.g. "cbs"
+    sparsity: float,  # a sparsity, e.g. 0.9
+) -> float | None:
+    "The test accuracy (%) of cbs Table 1 for the method at the sparsity, or None where the table has none."
+    if sparsity not in TABLE1 or method not in TABLE1_METHODS:
+        return None
+    return TABLE1[sparsity][TABLE1_METHODS.index(method)]
+
+# %% ../../nbs/pruning/43_mlpnet.ipynb #dec9aff8
+def scored_row(
+    model: nn.Module,  # the pruned model
+    method: str,  # its method
+    sparsity: float,  # its sparsity
+    seed: int,  # the seed of its run
+    splits: dict,  # column suffix → (x, y): e.g. {"held_out": held, "all": test, "seen": fit}
+    report: dict,  # the report of `prune` (its count removed)
+    seconds: float,  # the time of the call(s) that made the model
+    peak_bytes: float,  # the peak resident memory during them, in bytes
+) -> dict:
+    "One row of a pruning table: the run, `acc_<split>` in percent, the paper's accuracy, seconds, memory, count."
+    row = {"method": method, "sparsity": sparsity, "seed": seed}
+    row.update({f"acc_{name}": 100 * accuracy(model, *data) for name, data in splits.items()})
+    row.update(acc_paper=paper_accuracy(method, sparsity), seconds=seconds, peak_rss_gb=peak_bytes / 1e9)
+    return {**row, "removed": report["removed"]}
 
 # %% ../../nbs/pruning/43_mlpnet.ipynb #a1b2c010
 def _cell(row: dict, column: str) -> str:
@@ -145,6 +185,20 @@ def seed_differences(
                 raise ValueError(f"method {b!r} at sparsity {s} has several runs but none with seed {seed}")
             diffs.setdefault(seed, []).append(value - other)
     return [float(np.mean(v)) for v in diffs.values()]
+
+# %% ../../nbs/pruning/43_mlpnet.ipynb #e057fa75
+def paired_comparison(
+    rows: list[dict],  # one per pruned model: method, sparsity, seed and the accuracy columns
+    a: str,  # the method whose advantage is measured
+    b: str,  # the method it is compared with
+    sparsities: list[float],  # the sparsities averaged over
+    column: str = "acc_held_out",  # the column that decides the claim
+    others: tuple[str, ...] = ("acc_all", "acc_seen"),  # columns whose mean difference is reported too
+) -> dict:
+    "The paired differences of `column` (`differences`), their `interval`, and `means`: column → mean difference."
+    diffs = seed_differences(rows, a, b, sparsities, column)
+    means = {c: float(np.mean(seed_differences(rows, a, b, sparsities, column=c))) for c in others}
+    return {"differences": diffs, "interval": mean_interval(diffs), "means": means}
 
 # %% ../../nbs/pruning/43_mlpnet.ipynb #a1b2c016
 def one_at_a_time(
