@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..core import check_choice, check_finite, check_labels, check_range, check_type
-from .metrics import equiangularity, equinorm
+from .metrics import classifier_collapse, means_collapse, nearest_mean_disagreement
 
 # %% auto #0
 __all__ = ['CollapseStatistics', 'collect_statistics']
@@ -36,32 +36,13 @@ class CollapseStatistics:
         self.mismatches = 0  # samples whose classifier label ≠ nearest class mean (NC4's second pass)
         self.checked = 0  # samples seen by the second pass
 
-    def nbytes(self) -> int:
-        "Memory held by the statistics: O(C·p + p²)."
-        return sum(t.numel() * t.element_size() for t in (self.counts, self.means, self.variances, self.scatter))
-
-# %% ../../nbs/collapse/51_stream.ipynb #4a6afb8a
-@torch.no_grad()
-def _update(self: CollapseStatistics, H: torch.Tensor, y: torch.Tensor) -> CollapseStatistics:
-    "Merge a batch of features H (B × p) with labels y (B) into the statistics, (merge) per class present."
-    _check_batch(self, H, y)
-    H = H.detach().to(self.scatter.device, torch.float64)
-    y = y.to(self.scatter.device).long()
-    for c in torch.unique(y).tolist():
-        Hc = H[y == c]  # n_b × p
-        n_a, n_b = float(self.counts[c]), len(Hc)
-        mu_b = Hc.mean(0)
-        R = Hc - mu_b
-        delta = mu_b - self.means[c]
-        shift = n_a * n_b / (n_a + n_b)
-        self.scatter += R.T @ R + shift * torch.outer(delta, delta)
-        self.variances[c] += (R * R).sum() + shift * (delta @ delta)
-        self.means[c] += delta * (n_b / (n_a + n_b))
-        self.counts[c] += n_b
-    return self
+# %% ../../nbs/collapse/51_stream.ipynb #de2a69de
+def _nbytes(self: CollapseStatistics) -> int:
+    "Memory held by the statistics: O(C·p + p²)."
+    return sum(t.numel() * t.element_size() for t in (self.counts, self.means, self.variances, self.scatter))
 
 
-CollapseStatistics.update = _update
+CollapseStatistics.nbytes = _nbytes
 
 # %% ../../nbs/collapse/51_stream.ipynb #59e0e909
 def _check_features(stats: CollapseStatistics, H):
@@ -71,13 +52,44 @@ def _check_features(stats: CollapseStatistics, H):
         raise ValueError(f"features must be a batch × {stats.p} matrix; got shape {tuple(H.shape)}")
     check_finite("features", H)
 
-
+# %% ../../nbs/collapse/51_stream.ipynb #e27e40a8
 def _check_batch(stats: CollapseStatistics, H, y):
     "One-line errors for a labelled batch of the wrong kind or shape."
     _check_features(stats, H)
     check_labels("labels", y, stats.C)
     if len(y) != len(H):
         raise ValueError(f"features and labels differ in length: {len(H)} features, {len(y)} labels")
+
+# %% ../../nbs/collapse/51_stream.ipynb #19418cfb
+def _merge_class(
+    self: CollapseStatistics,
+    c: int,  # the class
+    Hc: torch.Tensor,  # n_b × p features of class c (float64, on the statistics' device)
+):
+    "Merge a batch of one class into its count, mean and variance and into the pooled scatter (eq. merge)."
+    n_a, n_b = float(self.counts[c]), len(Hc)
+    mu_b = Hc.mean(0)
+    R = Hc - mu_b
+    delta = mu_b - self.means[c]
+    shift = n_a * n_b / (n_a + n_b)
+    self.scatter += R.T @ R + shift * torch.outer(delta, delta)
+    self.variances[c] += (R * R).sum() + shift * (delta @ delta)
+    self.means[c] += delta * (n_b / (n_a + n_b))
+    self.counts[c] += n_b
+
+# %% ../../nbs/collapse/51_stream.ipynb #4a6afb8a
+@torch.no_grad()
+def _update(self: CollapseStatistics, H: torch.Tensor, y: torch.Tensor) -> CollapseStatistics:
+    "Merge a batch of features H (B × p) with labels y (B) into the statistics, (merge) per class present."
+    _check_batch(self, H, y)
+    H = H.detach().to(self.scatter.device, torch.float64)
+    y = y.to(self.scatter.device).long()
+    for c in torch.unique(y).tolist():
+        _merge_class(self, c, H[y == c])
+    return self
+
+
+CollapseStatistics.update = _update
 
 # %% ../../nbs/collapse/51_stream.ipynb #2d71244a
 def _statistics(self: CollapseStatistics) -> dict:
@@ -127,9 +139,8 @@ def _check_ncc(
     _check_features(self, H)
     H = H.detach().to(self.scatter.device, torch.float64)
     W = W.detach().to(H)
-    logits = H @ W.T + (0 if b is None else b.detach().to(H))
-    nearest = torch.cdist(H, self.statistics()["means"]).argmin(1)
-    self.mismatches += int((logits.argmax(1) != nearest).sum())
+    bias = None if b is None else b.detach().to(H)
+    self.mismatches += int(nearest_mean_disagreement(H, W, bias, self.statistics()["means"]).sum())
     self.checked += len(H)
     return self
 
@@ -143,20 +154,9 @@ def _metrics(
 ) -> dict:
     "NC1, NC2, CDNV and — given W — NC2 of the classifier and NC3; NC4 once `check_ncc` has run."
     st = self.statistics()
-    M = st["M"]
-    out = {
-        "NC1": float(torch.trace(st["Sigma_W"] @ torch.linalg.pinv(st["Sigma_B"], hermitian=True)) / self.C),
-        "NC2_equinorm_means": equinorm(M),
-        "NC2_equiangular_means": equiangularity(M),
-        "CDNV": self.cdnv(),
-    }
+    out = {**means_collapse(st), "CDNV": self.cdnv()}
     if W is not None:
-        W = W.detach().to(M)
-        out.update(
-            NC2_equinorm_classifier=equinorm(W.T),
-            NC2_equiangular_classifier=equiangularity(W.T),
-            NC3=float(torch.linalg.norm(W.T / torch.linalg.norm(W) - M / torch.linalg.norm(M)) ** 2),
-        )
+        out.update(classifier_collapse(W.detach().to(st["M"]), st["M"]))
     if self.checked:
         out["NC4"] = self.mismatches / self.checked
     return out
