@@ -63,7 +63,7 @@ def _fit_row(logits, data: dict) -> dict:
         "train_acc": float((logits.argmax(1) == data["y"]).float().mean()),
     }
 
-
+# %% ../../nbs/collapse/52_square_loss.ipynb #61889c4d
 def _history_row(model: nn.Module, data: dict) -> dict:
     "Losses, accuracies, ρ and the collapse metrics of the penultimate features."
     feats = model.features(data["x"])
@@ -75,7 +75,7 @@ def _history_row(model: nn.Module, data: dict) -> dict:
         **collapse_metrics(H.double(), data["y"], W=model.classifier.double()),
     }
 
-
+# %% ../../nbs/collapse/52_square_loss.ipynb #701c7136
 def _matched_row(model: nn.Module, data: dict) -> dict:
     "Loss, accuracy, test error, ρ and the normalized margins."
     margin = normalized_margin(model, data["x"], data["y"])
