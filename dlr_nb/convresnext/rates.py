@@ -10,9 +10,10 @@ import torch
 
 from .network import TASKS, ConvResNeXt, excess_error, fit, manifold_data, sklearn_baselines
 from ..core import Timer, check_choice, resolve_device
+from ..stats import row_mean, row_value
 
 # %% auto #0
-__all__ = ['RatePoint', 'run_rate_point']
+__all__ = ['ERROR_FLOOR', 'RatePoint', 'run_rate_point', 'network_errors']
 
 # %% ../../nbs/convresnext/32_rates.ipynb #f508b029
 @dataclass
@@ -97,3 +98,20 @@ def run_rate_point(
         results.append({"method": name, "error": error, "seconds": t.seconds})
     point = {"task": p.task, "D": p.D, "n": p.n, "rep": p.rep}
     return [{**point, **r} for r in results]
+
+# %% ../../nbs/convresnext/32_rates.ipynb #b2693a35
+ERROR_FLOOR = 1e-6  # errors below this are raised to it before taking logarithms
+
+
+def network_errors(
+    rows: list[dict],  # the rows of `run_rate_point`, for every point of a study
+    task: str,  # regression or classification
+    D: int,  # the ambient dimension
+    ns: list[int],  # the sample sizes, in order
+    rep: int | None = None,  # one repetition (None: the mean over repetitions)
+) -> list[float]:
+    "The ConvResNeXt's test error at each n, the mean over repetitions or one repetition's, floored at ERROR_FLOOR."
+    point = dict(task=task, D=D, method="ConvResNeXt")
+    if rep is None:
+        return [max(row_mean(rows, "error", n=n, **point), ERROR_FLOOR) for n in ns]
+    return [max(row_value(rows, "error", n=n, rep=rep, **point), ERROR_FLOOR) for n in ns]
