@@ -41,14 +41,16 @@ def register_peft_type(
 
 DEEPLORA = register_peft_type("DEEPLORA")
 
-# %% ../../nbs/deeplora/25_peft.ipynb #4c5ff040
+# %% ../../nbs/deeplora/25_peft.ipynb #a0ac09e6
 @dataclass
 class DeepLoraConfig(PeftConfig):
     "peft config of Deep LoRA adapters (the DeepLoraLayer arguments, plus what to adapt)."
 
-    rank: int = field(default=8, metadata={"help": "r, the rank of each update"})
+    rank: int = field(default=8, metadata={"help": "the adapter's rank r (its width when narrow)"})
     depth: int = field(default=3, metadata={"help": "L ≥ 2 factors (2: vanilla LoRA)"})
-    width: Optional[Union[int, str]] = field(default=None, metadata={"help": "inner width: None (r), 'wide', int"})
+    width: Optional[Union[int, str]] = field(
+        default=None, metadata={"help": "the inner width of a wide factorization: None (= rank), 'wide', 'max', int"}
+    )
     init: str = field(default="orthogonal", metadata={"help": "orthogonal (scale epsilon) or lora"})
     epsilon: float = field(default=1e-3, metadata={"help": "scale of the orthogonal initialisation"})
     scaling: float = field(default=1.0, metadata={"help": "s, the update's scale (the reference: 1)"})
@@ -62,7 +64,9 @@ class DeepLoraConfig(PeftConfig):
     modules_to_save: Optional[list[str]] = field(default=None, metadata={"help": "modules trained in full"})
     layers_to_transform: Optional[Union[list[int], int]] = field(default=None, metadata={"help": "layer indices"})
     layers_pattern: Optional[Union[list[str], str]] = field(default=None, metadata={"help": "layer container"})
-    compressed_rank: Optional[int] = field(default=None, metadata={"help": "set by compress_peft: r of U·W̃·Vᵀ"})
+    compressed_rank: Optional[int] = field(
+        default=None, metadata={"help": "set by compress_peft: the compressed adapter's rank r (its width)"}
+    )
     train_outer: bool = field(default=False, metadata={"help": "compressed: whether U and V train (γ > 0)"})
 
     def __post_init__(self):
@@ -84,7 +88,7 @@ def _share_base(
     adapter.__dict__["base_layer"] = base
     return adapter
 
-# %% ../../nbs/deeplora/25_peft.ipynb #d2833d59
+# %% ../../nbs/deeplora/25_peft.ipynb #daa8a33a
 class DeepLoraTunerLayer(nn.Module, BaseTunerLayer):
     "A frozen base layer plus named Deep LoRA adapters, (peft-forward)."
 
@@ -106,69 +110,32 @@ class DeepLoraTunerLayer(nn.Module, BaseTunerLayer):
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config, seed)
 
-# %% ../../nbs/deeplora/25_peft.ipynb #d640209d
-def _update_layer(
-    self: DeepLoraTunerLayer,
-    adapter_name: str,  # a new or existing adapter name
-    config: DeepLoraConfig,  # its settings
-    seed: int = 0,  # its initialisation seed
-):
-    "Create the adapter `adapter_name` on this layer."
-    base = self.get_base_layer()
-    cls = adapter_class_for(base)
-    kwargs = dict(rank=config.rank, depth=config.depth, width=config.width, init=config.init)
-    kwargs.update(epsilon=config.epsilon, scaling=config.scaling, dropout=config.dropout, seed=seed)
-    adapter = _share_base(cls(base, **kwargs), base)
-    if config.compressed_rank:  # the compressed shapes; the values come from the saved tensors
-        (m, n), zeros = cls.delta_shape(base), base.weight.new_zeros
-        _set_compressed(adapter, zeros(m, config.compressed_rank), zeros(n, config.compressed_rank))
-    self.deeplora_adapters[adapter_name] = adapter
-    self._move_adapter_to_device_of_base_layer(adapter_name)
-    self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+    def update_layer(
+        self,
+        adapter_name: str,  # a new or existing adapter name
+        config: DeepLoraConfig,  # its settings
+        seed: int = 0,  # its initialisation seed
+    ):
+        "Create the adapter `adapter_name` on this layer."
+        base = self.get_base_layer()
+        cls = adapter_class_for(base)
+        kwargs = dict(rank=config.rank, depth=config.depth, width=config.width, init=config.init)
+        kwargs.update(epsilon=config.epsilon, scaling=config.scaling, dropout=config.dropout, seed=seed)
+        adapter = _share_base(cls(base, **kwargs), base)
+        if config.compressed_rank:  # the compressed shapes; the values come from the saved tensors
+            (m, n), zeros = cls.delta_shape(base), base.weight.new_zeros
+            _set_compressed(adapter, zeros(m, config.compressed_rank), zeros(n, config.compressed_rank))
+        self.deeplora_adapters[adapter_name] = adapter
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
 
-
-def _set_adapter(self: DeepLoraTunerLayer, adapter_names, inference_mode: bool = False):
-    "peft's set_adapter, then the frozen bases of compressed adapters frozen again (peft unfreezes all)."
-    BaseTunerLayer.set_adapter(self, adapter_names, inference_mode=inference_mode)
-    for adapter in self.deeplora_adapters.values():
-        if adapter.compressed and not getattr(adapter, "train_outer", False):
-            adapter.lora_left.requires_grad_(False)
-            adapter.lora_right.requires_grad_(False)
-
-
-DeepLoraTunerLayer.update_layer = _update_layer
-DeepLoraTunerLayer.set_adapter = _set_adapter
-
-# %% ../../nbs/deeplora/25_peft.ipynb #2c195f1f
-def _get_delta_weight(self: DeepLoraTunerLayer, adapter: str) -> torch.Tensor:
-    "ΔW of `adapter`, in the layout of the base layer's weight."
-    layer = self.deeplora_adapters[adapter]
-    return layer._to_weight(layer.get_delta_weight())
-
-
-def _merge(
-    self: DeepLoraTunerLayer,
-    safe_merge: bool = False,  # check the merged weights for NaN/inf first
-    adapter_names: list[str] | None = None,  # adapters to merge (None: the active ones)
-):
-    "Add the adapters' ΔW into the base weight."
-    for name in check_adapters_to_merge(self, adapter_names):
-        if name in self.deeplora_adapters:
-            if safe_merge and not torch.isfinite(self.get_delta_weight(name)).all():
-                raise ValueError(f"adapter {name!r}: its update holds NaN or inf; not merged")
-            self.deeplora_adapters[name].merge()
-            self.merged_adapters.append(name)
-
-
-def _unmerge(self: DeepLoraTunerLayer):
-    "Subtract every merged adapter's ΔW from the base weight again."
-    while self.merged_adapters:
-        self.deeplora_adapters[self.merged_adapters.pop()].unmerge()
-
-
-DeepLoraTunerLayer.get_delta_weight = _get_delta_weight
-DeepLoraTunerLayer.merge = _merge
-DeepLoraTunerLayer.unmerge = _unmerge
+    def set_adapter(self, adapter_names, inference_mode: bool = False):
+        "peft's set_adapter, then the frozen bases of compressed adapters frozen again (peft unfreezes all)."
+        BaseTunerLayer.set_adapter(self, adapter_names, inference_mode=inference_mode)
+        for adapter in self.deeplora_adapters.values():
+            if adapter.compressed and not getattr(adapter, "train_outer", False):
+                adapter.lora_left.requires_grad_(False)
+                adapter.lora_right.requires_grad_(False)
 
 # %% ../../nbs/deeplora/25_peft.ipynb #b63bd4da
 def _forward(self: DeepLoraTunerLayer, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -185,6 +152,41 @@ def _forward(self: DeepLoraTunerLayer, x: torch.Tensor, *args: Any, **kwargs: An
 
 
 DeepLoraTunerLayer.forward = _forward
+
+# %% ../../nbs/deeplora/25_peft.ipynb #498f0be1
+def _get_delta_weight(self: DeepLoraTunerLayer, adapter: str) -> torch.Tensor:
+    "ΔW of `adapter`, in the layout of the base layer's weight."
+    layer = self.deeplora_adapters[adapter]
+    return layer._to_weight(layer.get_delta_weight())
+
+
+DeepLoraTunerLayer.get_delta_weight = _get_delta_weight
+
+# %% ../../nbs/deeplora/25_peft.ipynb #61ad8623
+def _merge(
+    self: DeepLoraTunerLayer,
+    safe_merge: bool = False,  # check the merged weights for NaN/inf first
+    adapter_names: list[str] | None = None,  # adapters to merge (None: the active ones)
+):
+    "Add the adapters' ΔW into the base weight."
+    for name in check_adapters_to_merge(self, adapter_names):
+        if name in self.deeplora_adapters:
+            if safe_merge and not torch.isfinite(self.get_delta_weight(name)).all():
+                raise ValueError(f"adapter {name!r}: its update holds NaN or inf; not merged")
+            self.deeplora_adapters[name].merge()
+            self.merged_adapters.append(name)
+
+
+DeepLoraTunerLayer.merge = _merge
+
+# %% ../../nbs/deeplora/25_peft.ipynb #0145c9fa
+def _unmerge(self: DeepLoraTunerLayer):
+    "Subtract every merged adapter's ΔW from the base weight again."
+    while self.merged_adapters:
+        self.deeplora_adapters[self.merged_adapters.pop()].unmerge()
+
+
+DeepLoraTunerLayer.unmerge = _unmerge
 
 # %% ../../nbs/deeplora/25_peft.ipynb #87d4b735
 def _layer_seed(seed: int, name: str) -> int:
@@ -220,7 +222,23 @@ class DeepLoraModel(BaseTuner):
 
 register_peft_method(name="deeplora", config_cls=DeepLoraConfig, model_cls=DeepLoraModel)
 
-# %% ../../nbs/deeplora/25_peft.ipynb #32cd5cb5
+# %% ../../nbs/deeplora/25_peft.ipynb #aee08b49
+def _convertible(
+    layers: dict[str, DeepLoraLayer],  # the model's adapters by name
+) -> DeepLoraLayer:
+    "The first adapter, once every adapter is uncompressed and shares its rank, depth, width and scaling."
+    if not layers:
+        raise ValueError("model has no dlr_nb.deeplora.adapters adapters to convert")
+    first = next(iter(layers.values()))
+    for name, layer in layers.items():
+        if layer.compressed:
+            raise ValueError(f"{name}: compressed adapters cannot be carried into peft (merge_and_unload instead)")
+        settings = (layer.rank, layer.depth, layer.width, layer.scaling)
+        if settings != (first.rank, first.depth, first.width, first.scaling):
+            raise ValueError(f"{name}: to_peft needs one rank, depth, width and scaling for every layer")
+    return first
+
+# %% ../../nbs/deeplora/25_peft.ipynb #237e7b41
 def to_peft(
     model: nn.Module,  # a model with dlr_nb.deeplora.adapters adapters (inject / load_adapters), uncompressed
     adapter_name: str = "default",  # the peft adapter's name
@@ -229,19 +247,7 @@ def to_peft(
     from peft import get_peft_model
 
     layers = adapters(model)
-    if not layers:
-        raise ValueError("model has no dlr_nb.deeplora.adapters adapters to convert")
-    first = next(iter(layers.values()))
-    for name, layer in layers.items():
-        if layer.compressed:
-            raise ValueError(f"{name}: compressed adapters cannot be carried into peft (merge_and_unload instead)")
-        if (layer.rank, layer.depth, layer.width, layer.scaling) != (
-            first.rank,
-            first.depth,
-            first.width,
-            first.scaling,
-        ):
-            raise ValueError(f"{name}: to_peft needs one rank, depth, width and scaling for every layer")
+    first = _convertible(layers)
     factors = {name: [p.detach().clone() for p in layer.lora_factors] for name, layer in layers.items()}
     for name, layer in layers.items():
         _set_module(model, name, layer.base_layer)
@@ -262,11 +268,11 @@ def to_peft(
                 p.copy_(v)
     return peft_model
 
-# %% ../../nbs/deeplora/25_peft.ipynb #07c31bbe
+# %% ../../nbs/deeplora/25_peft.ipynb #b17cfde3
 def compress_peft(
     model,  # a peft model with one wide Deep LoRA adapter (width="wide"), compressed in place
     loss_fn,  # loss_fn(model) → the loss of one training batch
-    rank: int,  # r (even)
+    rank: int,  # the compressed adapter's rank r (its width; even)
     train_outer: bool = False,  # whether the bases U, V train (γ > 0)
 ) -> dict:
     "Compress the adapter from one batch's gradient and record the compressed shapes in its peft config."
