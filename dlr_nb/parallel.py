@@ -28,7 +28,7 @@ def thread_variables(
     check_range("threads", threads, 1)
     return {k: str(threads) for k in THREAD_VARIABLES}
 
-
+# %% ../nbs/06_parallel.ipynb #693a8bca
 @contextmanager
 def environment_variables(
     values: dict,  # variable name → value (converted to str)
