@@ -9,9 +9,19 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['MeanPooledClassifier']
+__all__ = ['masked_mean', 'MeanPooledClassifier']
 
-# %% ../../nbs/deeplora/26_pooling.ipynb #c57e72d7
+# %% ../../nbs/deeplora/26_pooling.ipynb #9981de3f
+def masked_mean(
+    h: torch.Tensor,  # token states (batch × tokens × hidden)
+    attention_mask: torch.Tensor | None = None,  # 1 for the tokens kept (batch × tokens); None: all
+) -> torch.Tensor:
+    "(mean): the mean of each sequence's kept token states (batch × hidden); an all-padding row gives 0."
+    mask = torch.ones(h.shape[:2], device=h.device) if attention_mask is None else attention_mask
+    mask = mask.unsqueeze(-1).to(h.dtype)  # (batch, tokens, 1)
+    return (h * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (batch, hidden)
+
+# %% ../../nbs/deeplora/26_pooling.ipynb #e81e2629
 class MeanPooledClassifier(nn.Module):
     "The encoder of a sequence-classification model read by a masked mean of its token states, then its head."
 
@@ -43,7 +53,4 @@ class MeanPooledClassifier(nn.Module):
 
         encoder = getattr(self, self.prefix)
         h = encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
-        mask = torch.ones(h.shape[:2], device=h.device) if attention_mask is None else attention_mask
-        mask = mask.unsqueeze(-1).to(h.dtype)  # (batch, tokens, 1)
-        pooled = (h * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (batch, hidden)
-        return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
+        return SequenceClassifierOutput(logits=self.classifier(self.dropout(masked_mean(h, attention_mask))))
