@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import check_choice, check_loss, check_range, check_type, needs_extra, progress
+from ..core import check_choice, check_loss, check_range, check_type, needs_extra, progress, step_seconds
 from ..lowrank import random_orthogonal
 
 # %% auto #0
 __all__ = ['TASKS', 'FIT_OPTIMIZERS', 'MANIFOLDS', 'MANIFOLD_LABELS', 'same_conv', 'ConvResNeXtConfig', 'GroupedBlock',
            'LoopBlock', 'ConvResNeXt', 'conv_resnet', 'block_scales', 'blocks_carrying', 'prediction_loss', 'evaluate',
-           'training_optimizer', 'train_epoch', 'fit', 'sklearn_baselines', 'manifold_points', 'besov_target',
-           'manifold_dimensions', 'manifold_response', 'manifold_data', 'excess_error']
+           'training_optimizer', 'train_epoch', 'fit', 'training_step_seconds', 'sklearn_baselines', 'manifold_points',
+           'besov_target', 'manifold_dimensions', 'manifold_response', 'manifold_data', 'excess_error']
 
 # %% ../../nbs/convresnext/30_network.ipynb #6e9b98a8
 def same_conv(
@@ -291,6 +291,24 @@ def fit(
         loss, step = train_epoch(model, opt, x, y, task, batches, step, advice)
         losses.append(loss)
     return losses
+
+# %% ../../nbs/convresnext/30_network.ipynb #078f0b98
+def training_step_seconds(
+    config: ConvResNeXtConfig,  # the network's sizes
+    implementation: str,  # grouped or loop
+    x: torch.Tensor,  # the batch's inputs, on the device
+    y: torch.Tensor,  # its targets or labels
+    task: str = "regression",  # regression or classification
+    seed: int = 0,  # the network's initialisation
+    lr: float = 1e-3,  # SGD learning rate
+    repeat: int = 20,  # timed steps (median)
+    warmup: int = 3,  # untimed steps first
+    device: str | torch.device | None = None,  # where the network runs (synchronised when timing)
+) -> float:
+    "Median seconds of one SGD training step of a fresh ConvResNeXt of the given implementation on (x, y)."
+    net = ConvResNeXt(config, implementation=implementation, seed=seed).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    return step_seconds(lambda: prediction_loss(net(x), y, task), opt, repeat=repeat, warmup=warmup, device=device)
 
 # %% ../../nbs/convresnext/30_network.ipynb #5f2d4a49
 def _l1_penalty() -> dict:
