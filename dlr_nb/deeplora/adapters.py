@@ -68,12 +68,12 @@ def _adaptable(
     tied = {n: names for names in owners.values() if len(names) > 1 for n in names}
     return layers, tied
 
-# %% ../../nbs/deeplora/21_adapters.ipynb #b04eb447
+# %% ../../nbs/deeplora/21_adapters.ipynb #17804dfc
 def _smaller_side(module: nn.Module) -> int:
     "min(m, n) of the update an adapter of `module` would have."
     return min(adapter_class_for(module).delta_shape(module))
 
-
+# %% ../../nbs/deeplora/21_adapters.ipynb #0e4f519f
 def all_dense_min_side(
     model: nn.Module,  # the model to adapt
 ) -> int:

@@ -166,12 +166,12 @@ def metrics(
     den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     return {"accuracy": acc, "mcc": (tp * tn - fp * fn) / den if den else 0.0}
 
-# %% ../../nbs/deeplora/22_finetune.ipynb #285b9183
+# %% ../../nbs/deeplora/22_finetune.ipynb #a0604865
 def _logits(model, batch):
     "The model's logits on an encoded batch (its labels left out)."
     return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
-
+# %% ../../nbs/deeplora/22_finetune.ipynb #b6536210
 @torch.inference_mode()
 def evaluate_model(
     model: nn.Module,  # evaluated in eval mode (its mode is restored)
