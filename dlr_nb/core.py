@@ -22,9 +22,9 @@ import torch
 
 # %% auto #0
 __all__ = ['DEVICE_PATTERN', 'DTYPES', 'check_type', 'check_choice', 'check_range', 'check_finite', 'check_labels', 'int_list',
-           'float_list', 'needs_extra', 'seed_everything', 'check_device', 'resolve_device', 'resolve_dtype', 'Timer',
-           'benchmark', 'step_seconds', 'resident_bytes', 'PeakMemory', 'peak_memory_of', 'DivergenceError',
-           'check_loss', 'find_repo_root', 'atomic_write_text', 'progress']
+           'float_list', 'needs_extra', 'seed_everything', 'repeats_exactly', 'check_device', 'resolve_device',
+           'resolve_dtype', 'Timer', 'benchmark', 'step_seconds', 'resident_bytes', 'PeakMemory', 'peak_memory_of',
+           'DivergenceError', 'check_loss', 'find_repo_root', 'atomic_write_text', 'progress']
 
 # %% ../nbs/00_core.ipynb #47992385
 def check_type(
@@ -172,6 +172,18 @@ def seed_everything(
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     return seed
+
+# %% ../nbs/00_core.ipynb #53d2f980
+def repeats_exactly(
+    fn: Callable[[], Any],  # a computation that draws from the global random generators; returns a tensor or number
+    seed: int = 0,  # the seed both runs start from
+) -> bool:
+    "Whether `fn()` gives bit-identical results when run twice, each time right after `seed_everything(seed)`."
+    seed_everything(seed)
+    first = fn()
+    seed_everything(seed)
+    second = fn()
+    return bool(torch.equal(torch.as_tensor(first), torch.as_tensor(second)))
 
 # %% ../nbs/00_core.ipynb #1814c956
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # matched in full: no leading or trailing characters
