@@ -18,8 +18,9 @@ from ..lowrank import random_orthogonal
 # %% auto #0
 __all__ = ['TASKS', 'FIT_OPTIMIZERS', 'MANIFOLDS', 'MANIFOLD_LABELS', 'same_conv', 'ConvResNeXtConfig', 'GroupedBlock',
            'LoopBlock', 'ConvResNeXt', 'conv_resnet', 'block_scales', 'blocks_carrying', 'prediction_loss', 'evaluate',
-           'training_optimizer', 'train_epoch', 'fit', 'training_step_seconds', 'sklearn_baselines', 'manifold_points',
-           'besov_target', 'manifold_dimensions', 'manifold_response', 'manifold_data', 'excess_error']
+           'training_optimizer', 'train_epoch', 'fit', 'training_step_seconds', 'regression_baselines',
+           'classification_baselines', 'sklearn_baselines', 'manifold_points', 'besov_target', 'manifold_dimensions',
+           'manifold_response', 'manifold_data', 'excess_error']
 
 # %% ../../nbs/convresnext/30_network.ipynb #6e9b98a8
 def same_conv(
@@ -318,41 +319,78 @@ def _l1_penalty() -> dict:
     version = tuple(int(v) for v in re.match(r"(\d+)\.(\d+)", sklearn.__version__).groups())
     return {"penalty": "l1"} if version < (1, 8) else {"l1_ratio": 1.0}
 
-# %% ../../nbs/convresnext/30_network.ipynb #7d3fe54d
-def sklearn_baselines(task: str = "regression", seed: int = 0) -> dict:
-    "Fresh scikit-learn baselines for the task, by display name."
-    check_choice("task", task, TASKS)
+# %% ../../nbs/convresnext/30_network.ipynb #8d5d92c1
+def regression_baselines(
+    seed: int = 0,  # random_state of the randomised learners
+) -> dict:
+    "Fresh scikit-learn regressors, by display name: kernel ridge, boosting, a tree, the Lasso, a Gaussian process."
     with needs_extra("data", "sklearn_baselines"):
-        from sklearn.gaussian_process import GaussianProcessClassifier, GaussianProcessRegressor
+        from sklearn.ensemble import HistGradientBoostingRegressor
+        from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
         from sklearn.kernel_ridge import KernelRidge
-        from sklearn.linear_model import Lasso, LogisticRegression
+        from sklearn.linear_model import Lasso
+        from sklearn.model_selection import GridSearchCV
+        from sklearn.tree import DecisionTreeRegressor
+
+    grid = {"alpha": [1e-3, 1e-2, 1e-1], "gamma": [0.3, 1, 3, 10]}
+    return {
+        "kernel ridge (RBF)": GridSearchCV(KernelRidge(kernel="rbf"), grid, cv=3),
+        "gradient boosting": HistGradientBoostingRegressor(random_state=seed),
+        "decision tree": DecisionTreeRegressor(min_samples_leaf=5, random_state=seed),
+        "Lasso": Lasso(alpha=0.01),
+        "Gaussian process (Matérn)": GaussianProcessRegressor(
+            ConstantKernel() * Matern(nu=1.5) + WhiteKernel(), normalize_y=True, random_state=seed
+        ),
+    }
+
+# %% ../../nbs/convresnext/30_network.ipynb #c4d40445
+def classification_baselines(
+    seed: int = 0,  # random_state of the randomised learners
+) -> dict:
+    "Fresh scikit-learn classifiers, by display name: an RBF SVM, boosting, a tree, L1 logistic, a Gaussian process."
+    with needs_extra("data", "sklearn_baselines"):
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.gaussian_process import GaussianProcessClassifier
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern
+        from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import GridSearchCV
         from sklearn.svm import SVC
-        from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+        from sklearn.tree import DecisionTreeClassifier
 
-    rbf_grid = {
-        "alpha" if task == "regression" else "C": [1e-3, 1e-2, 1e-1] if task == "regression" else [1, 10, 100],
-        "gamma": [0.3, 1, 3, 10],
-    }
-    if task == "regression":
-        return {
-            "kernel ridge (RBF)": GridSearchCV(KernelRidge(kernel="rbf"), rbf_grid, cv=3),
-            "gradient boosting": HistGradientBoostingRegressor(random_state=seed),
-            "decision tree": DecisionTreeRegressor(min_samples_leaf=5, random_state=seed),
-            "Lasso": Lasso(alpha=0.01),
-            "Gaussian process (Matérn)": GaussianProcessRegressor(
-                ConstantKernel() * Matern(nu=1.5) + WhiteKernel(), normalize_y=True, random_state=seed
-            ),
-        }
+    grid = {"C": [1, 10, 100], "gamma": [0.3, 1, 3, 10]}
     return {
-        "kernel SVM (RBF)": GridSearchCV(SVC(kernel="rbf"), rbf_grid, cv=3),
+        "kernel SVM (RBF)": GridSearchCV(SVC(kernel="rbf"), grid, cv=3),
         "gradient boosting": HistGradientBoostingClassifier(random_state=seed),
         "decision tree": DecisionTreeClassifier(min_samples_leaf=5, random_state=seed),
         "L1 logistic (Lasso)": LogisticRegression(solver="liblinear", C=10.0, random_state=seed, **_l1_penalty()),
         "Gaussian process (Matérn)": GaussianProcessClassifier(ConstantKernel() * Matern(nu=1.5), random_state=seed),
     }
+
+# %% ../../nbs/convresnext/30_network.ipynb #27fff470
+def sklearn_baselines(
+    task: str = "regression",  # regression or classification
+    seed: int = 0,  # random_state of the randomised learners
+) -> dict:
+    "Fresh scikit-learn baselines for the task, by display name."
+    check_choice("task", task, TASKS)
+    return regression_baselines(seed) if task == "regression" else classification_baselines(seed)
+
+# %% ../../nbs/convresnext/30_network.ipynb #0ade387f
+def _curve(n, generator):
+    t = 2 * math.pi * torch.rand(n, generator=generator)
+    return torch.stack([torch.cos(t), torch.sin(t), 0.5 * torch.sin(2 * t)], 1)
+
+# %% ../../nbs/convresnext/30_network.ipynb #e5bf4a47
+def _torus(n, generator):
+    u, v = (2 * math.pi * torch.rand(n, generator=generator) for _ in range(2))
+    ring = 1 + 0.4 * torch.cos(v)
+    return torch.stack([ring * torch.cos(u), ring * torch.sin(u), 0.4 * torch.sin(v)], 1)
+
+# %% ../../nbs/convresnext/30_network.ipynb #f716a871
+def _sphere(n, d, generator):
+    p = torch.randn(n, d + 1, generator=generator)
+    return p / p.norm(dim=1, keepdim=True)
 
 # %% ../../nbs/convresnext/30_network.ipynb #93d16f70
 MANIFOLDS = {"curve": (1, 3), "sphere": (None, None), "torus": (2, 3)}  # intrinsic dimension, base space
@@ -368,15 +406,10 @@ def manifold_points(
     check_choice("manifold", manifold, list(MANIFOLDS))
     check_range("n", n, 1)
     if manifold == "curve":
-        t = 2 * math.pi * torch.rand(n, generator=generator)
-        return torch.stack([torch.cos(t), torch.sin(t), 0.5 * torch.sin(2 * t)], 1)
+        return _curve(n, generator)
     if manifold == "torus":
-        u, v = (2 * math.pi * torch.rand(n, generator=generator) for _ in range(2))
-        return torch.stack(
-            [(1 + 0.4 * torch.cos(v)) * torch.cos(u), (1 + 0.4 * torch.cos(v)) * torch.sin(u), 0.4 * torch.sin(v)], 1
-        )
-    p = torch.randn(n, (d or 2) + 1, generator=generator)
-    return p / p.norm(dim=1, keepdim=True)
+        return _torus(n, generator)
+    return _sphere(n, d or 2, generator)
 
 # %% ../../nbs/convresnext/30_network.ipynb #3c6a85ae
 def besov_target(
