@@ -204,11 +204,11 @@ def merge_and_unload(
         _set_module(model, name, layer.base_layer)
     return model
 
-# %% ../../nbs/deeplora/21_adapters.ipynb #6e1060da
+# %% ../../nbs/deeplora/21_adapters.ipynb #a7e5a82c
 @torch.no_grad()
 def compression_bases(
     layer: DeepLoraLayer,  # a wide adapter whose factors hold their step-0 gradients
-    rank: int,  # the compressed adapter's rank r (even): k = r/2 gradient directions
+    rank: int,  # the compressed adapter's rank r (its width; even: k = r/2 gradient directions)
 ) -> tuple[torch.Tensor, torch.Tensor]:
     "left (m × r) and right (n × r) of (bases), in float64, on the side whose factor is square."
     W1, WL = layer.lora_factors[0], layer.lora_factors[-1]
