@@ -1,6 +1,6 @@
 """Shared fixtures: the repository, the `dlr` command and throw-away projects built from fixture templates."""
 
-import json, os, shutil, subprocess, sys
+import os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -40,10 +40,18 @@ def project(tmp_path):
     return make
 
 
-def results_of(root, name):
-    "The results JSON of experiment `name` in project `root`, or None."
-    p = Path(root) / "book" / "results" / f"{name}.json"
-    return json.loads(p.read_text()) if p.exists() else None
+def kept_of(root, name, profile=None):
+    "The kept result (`store.Kept`) of `name` in project `root`: at `profile`, else the one a reader is shown."
+    from dlr_nb.pipeline.store import read_kept, shown_results
+
+    results = Path(root) / "book" / "results"
+    return read_kept(results, profile, name) if profile else shown_results(results).get(name)
+
+
+def results_of(root, name, profile=None):
+    "The results JSON of experiment `name` in project `root` (as `kept_of` finds it), or None."
+    kept = kept_of(root, name, profile)
+    return kept.results if kept is not None and kept.ok else None
 
 
 def summary_rows(proc):

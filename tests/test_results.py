@@ -9,19 +9,41 @@ import pytest
 from conftest import REPO
 from dlr_nb.pipeline.experiment import evaluate_criterion, RESULTS_SCHEMA, validate_results
 from dlr_nb.pipeline.runner import discover
+from dlr_nb.pipeline.store import kept_results, read_kept
 
-RESULTS = sorted((REPO / "book" / "results").glob("*.json"))
+KEPT = [k for by in kept_results(REPO / "book" / "results").values() for k in by.values()]
+RESULTS = [k.folder / f"{k.name}.json" for k in KEPT if k.ok]
 EXPERIMENTS = discover(REPO / "book" / "experiments")
 
 
 @pytest.mark.skipif(not RESULTS, reason="no results yet: `make test` runs every experiment at the smoke profile first")
 def test_every_experiment_has_results():
     "make test runs every experiment before pytest; a missing result means the pipeline skipped one."
-    missing = [n for n in EXPERIMENTS if not (REPO / "book" / "results" / f"{n}.json").exists()]
+    missing = [n for n in EXPERIMENTS if read_kept(REPO / "book" / "results", "smoke", n) is None]
     assert not missing, f"no results for {missing}: run `dlr run --profile smoke` first"
 
 
-@pytest.mark.parametrize("path", RESULTS, ids=[p.stem for p in RESULTS])
+def test_every_kept_result_is_whole():
+    "Committed or made here, every kept result matches its manifest."
+    damaged = [f"{k.profile}/{k.name}: {k.problem}" for k in KEPT if not k.ok]
+    assert not damaged, damaged
+
+
+def test_no_smoke_result_is_committed_and_committed_results_stay_small():
+    import subprocess
+
+    tracked = subprocess.run(
+        ["git", "ls-files", "book/results"], cwd=REPO, capture_output=True, text=True
+    ).stdout.split()
+    assert not [f for f in tracked if f.startswith("book/results/smoke/")], "smoke results must never be committed"
+    assert all(f.split("/")[2] in ("cpu", "paper") for f in tracked), [
+        f for f in tracked if f.split("/")[2] not in ("cpu", "paper")
+    ]
+    size = sum((REPO / f).stat().st_size for f in tracked if (REPO / f).is_file())
+    assert size < 20 * 2**20, f"committed results take {size / 2**20:.1f} MB (at most 20 MB)"
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=[f"{p.parents[2].name}-{p.stem}" for p in RESULTS])
 def test_results_match_schema_and_holds_is_computed(path):
     res = json.loads(path.read_text())
     jsonschema.validate(res, RESULTS_SCHEMA)
@@ -34,7 +56,7 @@ def test_results_match_schema_and_holds_is_computed(path):
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
 
 
-@pytest.mark.parametrize("path", RESULTS, ids=[p.stem for p in RESULTS])
+@pytest.mark.parametrize("path", RESULTS, ids=[f"{p.parents[2].name}-{p.stem}" for p in RESULTS])
 def test_tampered_holds_is_rejected(path):
     res = json.loads(path.read_text())
     if not res["claims"]:

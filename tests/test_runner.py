@@ -2,8 +2,7 @@
 
 import os, signal, subprocess, time
 
-from conftest import DLR, results_of, run_dlr, summary_rows as _summary
-from dlr_nb.pipeline.experiment import read_results
+from conftest import DLR, kept_of, results_of, run_dlr, summary_rows as _summary
 
 
 def test_cache_hit_miss_and_force(project):
@@ -12,7 +11,7 @@ def test_cache_hit_miss_and_force(project):
     assert first.returncode == 0, first.stdout + first.stderr
     assert _summary(first) == {"quick": ("ok", "no")}
     assert results_of(root, "quick")["parameters"]["n"] == 2
-    assert (root / "book" / "results" / "quick" / "values.csv").is_file()
+    assert (kept_of(root, "quick").folder / "quick" / "values.csv").is_file()
     again = run_dlr("run", "quick", "--profile", "smoke", root=root)
     assert _summary(again) == {"quick": ("cached", "yes")}
     changed = run_dlr("run", "quick", "--profile", "smoke", "-p", "n=5", root=root)
@@ -21,6 +20,7 @@ def test_cache_hit_miss_and_force(project):
     assert _summary(forced) == {"quick": ("ok", "no")}
     other_profile = run_dlr("run", "quick", "--profile", "cpu", root=root)
     assert _summary(other_profile) == {"quick": ("ok", "no")} and results_of(root, "quick")["profile"] == "cpu"
+    assert results_of(root, "quick", "smoke")["parameters"]["n"] == 5  # a cpu run keeps the smoke result apart
     tpl = root / "book" / "experiments" / "quick.ipynb"
     tpl.write_text(tpl.read_text().replace("n·scale is positive", "n times scale is positive"))
     edited = run_dlr("run", "quick", "--profile", "cpu", root=root)
@@ -44,7 +44,7 @@ def test_failing_experiment_does_not_stop_the_others(project):
     assert "deliberate failure of the fixture" in proc.stdout
     assert results_of(root, "quick") and results_of(root, "quick2") and results_of(root, "failing") is None
     assert (root / "book" / ".dlr" / "failed" / "failing.ipynb").is_file()
-    assert not list((root / "book" / "results").glob("failing*"))
+    assert not list((root / "book" / "results").glob("*/failing"))
 
 
 def test_parallel_jobs(project):
@@ -53,7 +53,7 @@ def test_parallel_jobs(project):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _summary(proc) == {"quick": ("ok", "no"), "quick2": ("ok", "no")}
     for n in ("quick", "quick2"):
-        read_results(root / "book" / "results" / f"{n}.json")
+        assert results_of(root, n)["experiment"] == n
 
 
 def test_sigkill_leaves_no_partial_results(project):

@@ -10,24 +10,26 @@ from pathlib import Path
 import nbformat
 
 from .api_outputs import library_notebooks
-from .experiment import read_results
+from .parameters import UsageError
+from .store import shown_results
 
 # %% auto #0
 __all__ = ['PARTS', 'MARKS', 'LEDGER_COLUMNS', 'load_results', 'ledger_rows', 'format_value', 'part_of', 'verdict_counts',
-           'format_measured', 'ledger_markdown', 'ledger_text', 'write_if_changed', 'tidy_notebook', 'api_index',
-           'write_api_pages', 'prepare_book', 'build_book', 'publish_book']
+           'format_measured', 'ledger_markdown', 'fit_columns', 'ledger_text', 'write_if_changed', 'tidy_notebook',
+           'api_index', 'write_api_pages', 'results_at', 'claim_changes', 'ledger_changes', 'release_changes',
+           'times_markdown', 'write_readme_times', 'write_result_pages', 'prepare_book', 'build_book', 'publish_book']
 
 # %% ../../nbs/pipeline/91_book.ipynb #36fd099c
 def load_results(
     results: str | Path,  # the results folder
 ) -> tuple[list[dict], list[str]]:
-    "Every valid results JSON in `results`, and one line for each file that is unreadable or invalid (skipped)."
+    "The results a reader is shown (each experiment's highest kept profile), and a line per damaged one (skipped)."
     good, problems = [], []
-    for path in sorted(Path(results).glob("*.json")):
-        try:
-            good.append(read_results(path))
-        except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
-            problems.append(f"skipped {path}: {str(e).splitlines()[0]}")
+    for name, kept in shown_results(results).items():
+        if kept.ok:
+            good.append(kept.results)
+        else:
+            problems.append(f"skipped {name} at the {kept.profile} profile: {kept.damaged_line()}")
     return good, problems
 
 
@@ -105,11 +107,14 @@ LEDGER_COLUMNS = {
 }
 
 
-def _cells(r: dict, link_prefix: str) -> list[str]:
-    exp = f"[{r['experiment']}]({link_prefix}{r['experiment']}.ipynb)"
+def _cells(r: dict, link_prefix: str, state: str | None = None) -> list[str]:
+    exp = f"[{r['experiment']}]({link_prefix}{r['experiment']}.ipynb)" + (" ⚠ stale" if state == "stale" else "")
     verdict = r.get("verdict", "holds" if r["holds"] else "fails")
     common = [exp, r["id"]]
-    tail = [format_measured(r), r["criterion"], f"{MARKS[verdict]} {verdict}"]
+    shown = f"{MARKS[verdict]} {verdict}"
+    if r["profile"] == "smoke" or state == "stale":  # greyed: not evidence
+        shown = f'<span class="dlr-not-evidence">{shown} (not evidence)</span>'
+    tail = [format_measured(r), r["criterion"], shown]
     if r.get("kind", "paper") == "target":
         return common + [r["statement"], r["paper"], *tail, r.get("rationale", ""), r["profile"]]
     return common + [r["source"], r["statement"], r["paper"], *tail, r["profile"]]
@@ -129,6 +134,7 @@ def _summary_line(label: str, rows: list[dict]) -> str:
 def ledger_markdown(
     rows: list[dict],  # from `ledger_rows`
     link_prefix: str = "results/",  # where the executed notebooks are, relative to the page
+    states: dict[str, str] | None = None,  # each experiment's state (current, stale, ...), from `write_result_pages`
 ) -> str:
     "The ledger as Markdown: verdict counts, then per part the papers' claims and this project's targets apart."
     if not rows:
@@ -157,19 +163,39 @@ def ledger_markdown(
                 continue
             cols = LEDGER_COLUMNS[kind]
             out += [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-            out += ["| " + " | ".join(esc(c) for c in _cells(r, link_prefix)) + " |" for r in selected]
+            cells = [_cells(r, link_prefix, (states or {}).get(r["experiment"])) for r in selected]
+            out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in cells]
             notes = [f"- `{r['id']}`: {r['note']}" for r in selected if r.get("note")]
             out += ([""] + notes if notes else []) + [""]
     return "\n".join(out)
 
+# %% ../../nbs/pipeline/91_book.ipynb #73736be8
+def fit_columns(
+    rows: list[tuple],  # the table, header first
+    shrink: int,  # the column that gives way when the table is too wide
+    width: int | None = 100,  # characters a line may take (None: no limit)
+) -> list[str]:
+    "The rows as aligned text lines no longer than `width`, shortening column `shrink` with an ellipsis."
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    if width is not None:
+        widths[shrink] = max(12, widths[shrink] - max(0, sum(widths) + 2 * (len(widths) - 1) - width))
 
-def ledger_text(rows: list[dict]) -> str:
+    def cut(text: str, w: int) -> str:
+        return text if len(text) <= w else text[: w - 1] + "…"
+
+    return ["  ".join(cut(str(c), w).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+# %% ../../nbs/pipeline/91_book.ipynb #bb47412d
+def ledger_text(
+    rows: list[dict],  # from `ledger_rows`
+    wide: bool = False,  # every column, in full (default: fit 100 columns)
+) -> str:
     "The ledger as a plain-text table for a terminal: papers' claims and targets apart, verdict counts at the end."
     if not rows:
         return "no results yet: run `dlr run`"
-    cols = ("part", "kind", "experiment", "claim", "measured", "criterion", "verdict", "profile")
     order = {name: i for i, (name, _) in enumerate(PARTS)}
     rows = sorted(rows, key=lambda r: (order[part_of(r["experiment"])], r.get("kind", "paper"), r["experiment"]))
+    cols = ("part", "kind", "experiment", "claim", "measured", "criterion", "verdict", "profile")
     table = [cols] + [
         (
             part_of(r["experiment"]).split()[0],
@@ -183,9 +209,10 @@ def ledger_text(rows: list[dict]) -> str:
         )
         for r in rows
     ]
-    widths = [min(40, max(len(str(t[i])) for t in table)) for i in range(len(cols))]
-    lines = ["  ".join(str(c)[:w].ljust(w) for c, w in zip(t, widths)).rstrip() for t in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    if not wide:
+        table = [(t[2], t[3], t[4], t[6], t[7]) for t in table]
+    lines = fit_columns(table, shrink=len(table[0]) - 4 if not wide else 3, width=None if wide else 100)
+    lines.insert(1, "-" * max(len(line) for line in lines))
     c = verdict_counts(rows)
     total = f"{sum(r['holds'] for r in rows)} of {len(rows)} claims hold"
     return "\n".join(lines + [f"{total} ({c['fails']} fail, {c['inconclusive']} inconclusive)"])
@@ -274,18 +301,165 @@ def write_api_pages(
     write_if_changed(dest / "index.md", api_index(modules))
     return [dest / "index.md", *pages]
 
+# %% ../../nbs/pipeline/91_book.ipynb #e50a54f5
+def _git(root: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ValueError((proc.stderr.strip().splitlines() or ["git failed"])[0])
+    return proc.stdout
+
+
+def results_at(
+    root: str | Path,  # the repository root
+    rev: str,  # a git revision
+) -> dict[str, dict]:
+    "`{experiment: results JSON}` of the results kept at `rev` (each experiment's highest profile)."
+    root = Path(root)
+    try:
+        files = _git(root, "ls-tree", "-r", "--name-only", rev, "--", "book/results").split("\n")
+    except ValueError as e:
+        raise UsageError(f"unknown git revision {rev!r}: {e}") from None
+    found = {}
+    for f in files:
+        m = re.fullmatch(r"book/results/(paper|cpu)/([^/]+)/manifest\.json", f)
+        if m:
+            manifest = json.loads(_git(root, "show", f"{rev}:{f}"))
+            res = json.loads(_git(root, "show", f"{rev}:book/results/{m[1]}/{m[2]}/{manifest['run']}/{m[2]}.json"))
+            found.setdefault(m[2], {})[m[1]] = res
+    return {name: by.get("paper", by.get("cpu")) for name, by in sorted(found.items())}
+
+# %% ../../nbs/pipeline/91_book.ipynb #22cdc57d
+def claim_changes(
+    old: dict[str, dict],  # results by experiment, then
+    new: dict[str, dict],  # results by experiment, now
+) -> list[tuple[str, str, str, str]]:
+    "`(experiment, claim, then, now)` for every claim whose value or verdict changed, appeared or went."
+
+    def claims(runs):
+        return {
+            (n, c["id"]): f"{format_measured(c)} {MARKS.get(c.get('verdict'), '')}".strip()
+            for n, r in runs.items()
+            for c in r["claims"]
+        }
+
+    before, after = claims(old), claims(new)
+    keys = sorted(set(before) | set(after))
+    return [
+        (n, cid, before.get((n, cid), "—"), after.get((n, cid), "—"))
+        for n, cid in keys
+        if before.get((n, cid)) != after.get((n, cid))
+    ]
+
+
+def ledger_changes(
+    root: str | Path,  # the repository root
+    rev: str,  # the git revision to compare with
+) -> str:
+    "The claims whose value or verdict changed since `rev`, as a Markdown table."
+    now = {
+        name: k.results
+        for name, k in shown_results(Path(root) / "book" / "results").items()
+        if k.ok and k.profile != "smoke"
+    }
+    changes = claim_changes(results_at(root, rev), now)
+    if not changes:
+        return f"No claim changed its value or verdict since `{rev}`."
+    lines = [f"Claims changed since `{rev}`:", "", "| experiment | claim | then | now |", "|---|---|---|---|"]
+    return "\n".join(lines + [f"| {n} | `{cid}` | {a} | {b} |" for n, cid, a, b in changes])
+
+# %% ../../nbs/pipeline/91_book.ipynb #9de1dabc
+def release_changes(
+    root: str | Path,  # the repository root
+) -> str:
+    "What the ledger page says of the changes since the last release (the newest tag `v*`)."
+    try:
+        tag = _git(Path(root), "describe", "--tags", "--abbrev=0", "--match", "v*").strip()
+    except (ValueError, OSError):
+        return "*No release yet: there is nothing to compare the evidence with.*"
+    return ledger_changes(root, tag)
+
+# %% ../../nbs/pipeline/91_book.ipynb #dccc3f14
+def times_markdown(
+    project,  # a `runner.Project`
+) -> str:
+    "Measured (kept cpu results) and expected (templates) cpu time per part, as a Markdown table."
+    from dlr_nb.pipeline.runner import discover, parse_duration
+    from dlr_nb.pipeline.store import read_kept
+
+    rows = {}
+    for name, exp in discover(project.experiments).items():
+        kept = read_kept(project.results, "cpu", name)
+        row = rows.setdefault(part_of(name), [0.0, 0, 0.0])
+        if kept is not None and kept.ok:
+            row[0] += float(kept.results["seconds"])
+            row[1] += 1
+        row[2] += parse_duration(exp.expected.get("cpu", "")) or 0.0
+    total = [sum(r[0] for r in rows.values()), sum(r[1] for r in rows.values()), sum(r[2] for r in rows.values())]
+    n = len(discover(project.experiments))
+    out = ["| part | measured (kept cpu results) | expected (templates) |", "|---|---|---|"]
+    for part, (measured, count, expected) in list(rows.items()) + [("**whole book**", total)]:
+        share = f" ({100 * expected / total[2]:.0f} %)" if total[2] else ""
+        spent = f"{format_value(measured / 60)} min over {count} experiments"
+        out.append(f"| {part} | {spent} | {format_value(expected / 60)} min{share} |")
+    return "\n".join(out + ["", f"{total[1]} of {n} experiments have a kept cpu result."])
+
+
+def write_readme_times(
+    readme: str | Path,  # the README
+    table: str,  # from `times_markdown`
+) -> Path:
+    "Replace the text between the README's `dlr times` markers with `table`."
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- dlr times -->", "<!-- /dlr times -->"
+    if start not in text or end not in text:
+        raise RuntimeError(f"{readme} has no {start} … {end} markers")
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
+    return readme
+
+# %% ../../nbs/pipeline/91_book.ipynb #31d32493
+def write_result_pages(
+    root: str | Path,  # the repository root
+) -> dict[str, str]:
+    "Write each experiment's page and `results/status.json`; returns each experiment's state (current, stale, ...)."
+    from dlr_nb.pipeline.result_pages import result_page
+    from dlr_nb.pipeline.runner import Project, discover, experiment_status
+
+    project = Project(root)
+    statuses = {s.name: s for s in experiment_status(project)}
+    shown = shown_results(project.results)
+    roots = sorted({str(Path(root).resolve()), sys.prefix, str(Path(sys.prefix).resolve()), str(Path.home())}, key=len)
+    for name, exp in discover(project.experiments).items():
+        s = statuses[name]
+        page = result_page(exp.path, shown.get(name), s.state, s.reasons, project.results, roots[::-1])
+        write_if_changed(project.results / f"{name}.ipynb", nbformat.writes(page) + "\n")
+    state = {
+        n: dict(state=s.state, profile=s.profile, reasons=s.reasons, commit=s.commit, date=s.date)
+        for n, s in statuses.items()
+    }
+    write_if_changed(project.results / "status.json", json.dumps(state, indent=1, ensure_ascii=False) + "\n")
+    return {n: s.state for n, s in statuses.items()}
+
 # %% ../../nbs/pipeline/91_book.ipynb #078db5a1
 def prepare_book(
     root: str | Path,  # the repository root
     api_outputs: bool = False,  # execute the library notebooks for the API pages (cached)
     jobs: int = 1,  # notebooks executed in parallel
 ) -> list[str]:
-    "Write the generated pages under `root/book`; a line per results file skipped and per API notebook that failed."
+    "Write the generated pages under `root/book`; a line per damaged result skipped and per API notebook that failed."
     root = Path(root)
     book = root / "book"
     (book / "results").mkdir(parents=True, exist_ok=True)
     problems = []
-    write_if_changed(book / "results" / "ledger_table.md", ledger_markdown(ledger_rows(book / "results", problems)))
+    states = write_result_pages(root)
+    rows = ledger_rows(book / "results", problems)
+    write_if_changed(book / "results" / "ledger_table.md", ledger_markdown(rows, states=states))
+    write_if_changed(book / "results" / "ledger_changes.md", release_changes(root))
+    from dlr_nb.pipeline.runner import Project
+
+    write_if_changed(book / "results" / "times.md", times_markdown(Project(root)))
     executed = None
     if api_outputs:
         from dlr_nb.pipeline.api_outputs import executed_notebooks

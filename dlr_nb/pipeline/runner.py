@@ -32,13 +32,22 @@ from dlr_nb.pipeline.parameters import (
     profile_table,
     shown,
 )
-from .store import experiment_home, is_cached, key_of, key_parts, publish, read_kept, status_of
+from dlr_nb.pipeline.store import (
+    experiment_home,
+    is_cached,
+    key_of,
+    key_parts,
+    publish,
+    read_kept,
+    remove_orphans,
+    status_of,
+)
 from .trials import check_executor, prune_trials
 
 # %% auto #0
 __all__ = ['parse_duration', 'Experiment', 'load_experiment', 'discover', 'check_device', 'resolved_parameters', 'plan',
-           'Outcome', 'clean_stale_staging', 'Job', 'execute', 'default_threads', 'Project', 'run_experiments',
-           'summary', 'Status', 'experiment_status', 'stale_names', 'status_text']
+           'Outcome', 'clean_stale_staging', 'QuietKernelManager', 'Job', 'execute', 'default_threads', 'Project',
+           'run_experiments', 'summary', 'Status', 'experiment_status', 'stale_names', 'status_text']
 
 # %% ../../nbs/pipeline/90_runner.ipynb #0501f448
 _UNITS = {"s": 1, "min": 60, "h": 3600}
@@ -234,6 +243,20 @@ def clean_stale_staging(work: Path) -> None:
         if not _pid_alive(pid):
             shutil.rmtree(d, ignore_errors=True)
 
+# %% ../../nbs/pipeline/90_runner.ipynb #168955ae
+from jupyter_client.manager import AsyncKernelManager
+
+
+class QuietKernelManager(AsyncKernelManager):
+    "A kernel manager whose kernels write their stderr to `$DLR_KERNEL_LOG` instead of the terminal."
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        log = os.environ.get("DLR_KERNEL_LOG")
+        if log:
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
+            kw["stderr"] = open(log, "ab")  # the kernel process holds it; closed when it ends
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+
 # %% ../../nbs/pipeline/90_runner.ipynb #6d68b3dc
 def _stop_kernels() -> None:
     "Kill the Jupyter kernels started by this process (and their children)."
@@ -261,6 +284,7 @@ def _papermill(exp: Experiment, params: dict, stage: Path, progress: bool) -> No
         kernel_name="python3",
         log_output=False,
         extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel chatter on the terminal
+        kernel_manager_class="dlr_nb.pipeline.runner.QuietKernelManager",
     )
 
 
@@ -306,6 +330,7 @@ class Job:
         trials = experiment_home(self.results, self.profile, self.name) / "trials"
         env = dict(DLR_RESULTS_DIR=str(stage), DLR_ROOT=str(self.root), DLR_TRIALS_DIR=str(trials))
         env.update(DLR_CODE_KEY=key_of(self.parts, ("parameters",)), DLR_EXECUTOR=self.executor)
+        env.update(DLR_KERNEL_LOG=str(self.work / "logs" / f"{self.name}.log"))
         return env | (thread_variables(self.threads) if self.threads else {})
 
 # %% ../../nbs/pipeline/90_runner.ipynb #2dde9535
@@ -430,6 +455,7 @@ def run_experiments(
     for name, params in todo.items():
         exp = experiments[name]
         parts = key_parts(exp.path, resolved_parameters(exp, params))
+        remove_orphans(project.results, profile, name)
         if not force and is_cached(project.results, profile, name, parts):
             outcomes[name] = Outcome(name, "cached")
             log(f"{name}: unchanged, cached")

@@ -24,7 +24,8 @@ from .experiment import PROFILES, read_results
 # %% auto #0
 __all__ = ['KEY_LIBRARIES', 'MANIFEST', 'BEST_FIRST', 'PUBLISH_STEPS', 'library_hash', 'imported_names', 'module_file',
            'module_closure', 'library_versions', 'code_cells', 'key_parts', 'key_of', 'describe_changes',
-           'experiment_home', 'publish', 'Kept', 'read_kept', 'kept_results', 'shown_results', 'status_of', 'is_cached']
+           'experiment_home', 'publish', 'remove_orphans', 'Kept', 'read_kept', 'kept_results', 'shown_results',
+           'status_of', 'is_cached']
 
 # %% ../../nbs/pipeline/88_store.ipynb #68ec9e9f
 def _sha(data: str | bytes) -> str:
@@ -215,6 +216,12 @@ def _reached(step: str) -> None:
         os._exit(137)
 
 
+def _may_write(step: str, path: Path) -> None:
+    "Test hook: `DLR_FAIL_AT=<step>` fails `step` as a read-only folder would (as root, chmod cannot show it)."
+    if os.environ.get("DLR_FAIL_AT") == step:
+        raise PermissionError(13, "Permission denied", str(path))
+
+
 def _run_files(run: Path) -> dict[str, str]:
     return {p.relative_to(run).as_posix(): _sha(p.read_bytes()) for p in sorted(run.rglob("*")) if p.is_file()}
 
@@ -231,6 +238,7 @@ def publish(
     home = experiment_home(results, profile, name)
     home.mkdir(parents=True, exist_ok=True)
     run = home / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    _may_write("moved", home)
     os.replace(stage, run)
     _reached("moved")
     manifest = {
@@ -243,13 +251,35 @@ def publish(
         "parts": parts,
         "files": _run_files(run),
     }
+    _may_write("manifest", home / MANIFEST)
     atomic_write_text(home / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     _reached("manifest")
+    _may_write("cleaned", home)
     for old in home.glob("run-*"):
         if old != run:
             shutil.rmtree(old, ignore_errors=True)
     _reached("cleaned")
     return run
+
+# %% ../../nbs/pipeline/88_store.ipynb #fe91e26f
+def remove_orphans(
+    results: str | Path,  # the results folder
+    profile: str,  # smoke, cpu or paper
+    name: str,  # the experiment
+    min_age: float = 600.0,  # seconds since a run folder was made before it counts as an orphan
+) -> list[Path]:
+    "Delete the run folders of `name` that its manifest does not name (and that are older than `min_age`)."
+    import time
+
+    home = experiment_home(results, profile, name)
+    try:
+        named = json.loads((home / MANIFEST).read_text(encoding="utf-8"))["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # no readable manifest: nothing is known to be an orphan
+    gone = [p for p in home.glob("run-*") if p.name != named and time.time() - p.stat().st_mtime > min_age]
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone
 
 # %% ../../nbs/pipeline/88_store.ipynb #2d835cde
 @dataclass
