@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DEVICE_PATTERN', 'DTYPES', 'check_type', 'check_choice', 'check_range', 'check_finite', 'check_labels', 'int_list',
-           'float_list', 'needs_extra', 'seed_everything', 'repeats_exactly', 'check_device', 'resolve_device',
-           'resolve_dtype', 'Timer', 'benchmark', 'step_seconds', 'resident_bytes', 'PeakMemory', 'peak_memory_of',
-           'DivergenceError', 'check_loss', 'find_repo_root', 'atomic_write_text', 'progress']
+__all__ = ['DEVICE_PATTERN', 'DTYPES', 'NUMBER', 'check_type', 'check_choice', 'check_range', 'check_finite', 'check_labels',
+           'int_list', 'float_list', 'needs_extra', 'seed_everything', 'repeats_exactly', 'check_device',
+           'resolve_device', 'resolve_dtype', 'Timer', 'benchmark', 'step_seconds', 'resident_bytes', 'PeakMemory',
+           'peak_memory_of', 'DivergenceError', 'check_loss', 'find_repo_root', 'atomic_write_text', 'progress']
 
 # %% ../nbs/00_core.ipynb #47992385
 def check_type(
@@ -198,6 +198,9 @@ def check_device(
     if not DEVICE_PATTERN.fullmatch(device):
         raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps; got {device!r}")
     return device
+
+# %% ../nbs/00_core.ipynb #72dbe991
+NUMBER = r"[-+]?(?:inf|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"  # a number as written in a template or a criterion
 
 # %% ../nbs/00_core.ipynb #5c791d96
 def resolve_device(

@@ -6,16 +6,16 @@
 from __future__ import annotations
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
 from .core import check_range, progress, resolve_device
 
 # %% auto #0
-__all__ = ['THREAD_VARIABLES', 'thread_variables', 'environment_variables', 'default_workers', 'parallel_map']
+__all__ = ['THREAD_VARIABLES', 'thread_variables', 'environment_variables', 'default_workers', 'parallel_results', 'parallel_map']
 
 # %% ../nbs/06_parallel.ipynb #3b2d634f
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -59,6 +59,31 @@ def _init_worker(threads: int):
     "Each worker computes with `threads` threads."
     torch.set_num_threads(threads)
 
+# %% ../nbs/06_parallel.ipynb #cda763dd
+def parallel_results(
+    fn: Callable,  # a function of an importable module, called with one item
+    items: Iterable,  # the runs' inputs (picklable)
+    workers: int = 1,  # processes (1: a plain loop in this process)
+    threads: int = 1,  # PyTorch and BLAS threads of each worker process
+) -> Iterator[tuple[int, Any]]:
+    "`(index, fn(items[index]))` for every item, as each finishes, computed by `workers` processes."
+    check_range("workers", workers, 1)
+    check_range("threads", threads, 1)
+    items = list(items)
+    if workers == 1 or len(items) < 2:
+        yield from ((i, fn(item)) for i, item in enumerate(items))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+    with environment_variables(thread_variables(threads)), pool:  # workers start (lazily) inside: they read it
+        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:  # an error or an interrupt: do not run the rest of the grid first
+            pool.shutdown(cancel_futures=True)
+            raise
+
 # %% ../nbs/06_parallel.ipynb #91e104e3
 def parallel_map(
     fn: Callable,  # a function of an importable module, called with one item
@@ -68,16 +93,8 @@ def parallel_map(
     desc: str | None = None,  # label of the progress bar
 ) -> list:
     "[fn(item) for item in items], computed by `workers` processes; results in the order of `items`."
-    check_range("workers", workers, 1)
-    check_range("threads", threads, 1)
     items = list(items)
-    if workers == 1 or len(items) < 2:
-        return [fn(item) for item in progress(items, desc=desc)]
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx, initializer=_init_worker, initargs=(threads,))
-    with environment_variables(thread_variables(threads)), pool:  # workers start (lazily) inside: they read it
-        try:
-            return list(progress(pool.map(fn, items), total=len(items), desc=desc))
-        except BaseException:  # an error or an interrupt: do not run the rest of the grid first
-            pool.shutdown(cancel_futures=True)
-            raise
+    out = [None] * len(items)
+    for i, value in progress(parallel_results(fn, items, workers, threads), total=len(items), desc=desc):
+        out[i] = value
+    return out

@@ -82,7 +82,10 @@ def test_time_limit_stops_the_kernel_and_keeps_nothing(project):
     assert time.time() - start < 60, "the time limit did not stop the kernel"
     assert proc.returncode == 1
     assert summary_rows(proc) == {"slow": ("timeout", "no")}
-    assert "TIMEOUT slow: stopped after 4 s" in proc.stdout
+    assert (
+        "TIMEOUT slow: stopped after 4 s, the limit at the cpu profile; lower seconds=120.0 or set --timeout"
+        in proc.stdout
+    )
     results = root / "book" / "results"
     assert not results.exists() or not [p for p in results.rglob("*") if p.is_file()]
 

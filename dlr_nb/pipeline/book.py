@@ -69,7 +69,7 @@ PARTS = (  # the book's parts and the experiment-name prefixes that belong to ea
     ("V Square loss and neural collapse", ("collapse_", "parsimony_")),
     ("Appendix", ("",)),
 )
-MARKS = {"holds": "✓", "fails": "✗", "inconclusive": "?"}
+MARKS = {"holds": "✓", "fails": "✗", "inconclusive": "?", "not measured": "–"}
 
 
 def part_of(experiment: str) -> str:
@@ -78,7 +78,7 @@ def part_of(experiment: str) -> str:
 
 
 def verdict_counts(rows: list[dict]) -> dict[str, int]:
-    "How many rows hold, fail and are inconclusive."
+    "How many rows hold, fail, are inconclusive and are not measured."
     return {v: sum(r.get("verdict", "holds" if r["holds"] else "fails") == v for r in rows) for v in MARKS}
 
 
@@ -128,7 +128,8 @@ def _bar(counts: dict[str, int], width: int = 30) -> str:
 
 def _summary_line(label: str, rows: list[dict]) -> str:
     c = verdict_counts(rows)
-    return f"| {label} | {len(rows)} | {c['holds']} | {c['fails']} | {c['inconclusive']} | `{_bar(c)}` |"
+    counts = f"{c['holds']} | {c['fails']} | {c['inconclusive']} | {c['not measured']}"
+    return f"| {label} | {len(rows)} | {counts} | `{_bar(c)}` |"
 
 
 def ledger_markdown(
@@ -146,8 +147,8 @@ def ledger_markdown(
     out = [
         f"**{held} of {len(rows)} claims hold.**",
         "",
-        "| claims | count | hold | fail | inconclusive | |",
-        "|---|---|---|---|---|---|",
+        "| claims | count | hold | fail | inconclusive | not measured | |",
+        "|---|---|---|---|---|---|---|",
         _summary_line("of the papers", papers),
         _summary_line("our targets", targets),
         "",
@@ -215,7 +216,8 @@ def ledger_text(
     lines.insert(1, "-" * max(len(line) for line in lines))
     c = verdict_counts(rows)
     total = f"{sum(r['holds'] for r in rows)} of {len(rows)} claims hold"
-    return "\n".join(lines + [f"{total} ({c['fails']} fail, {c['inconclusive']} inconclusive)"])
+    rest = f"{c['fails']} fail, {c['inconclusive']} inconclusive, {c['not measured']} not measured"
+    return "\n".join(lines + [f"{total} ({rest})"])
 
 # %% ../../nbs/pipeline/91_book.ipynb #a26f6d9b
 _DIRECTIVE = re.compile(r"^\s*#\|.*$\n?", re.M)

@@ -19,9 +19,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..core import atomic_write_text, check_choice, find_repo_root, resolve_device
+from ..core import NUMBER, atomic_write_text, check_choice, find_repo_root, resolve_device
 from .environment import environment_info
-from .parameters import NUMBER
 from .trials import run_trials, trial_store_from_environment
 
 # %% auto #0
@@ -68,7 +67,7 @@ def evaluate_criterion(
     return bool(float(m["low"]) <= measured <= float(m["high"]))
 
 # %% ../../nbs/pipeline/80_experiment.ipynb #e76a55eb
-VERDICTS = ("holds", "fails", "inconclusive")
+VERDICTS = ("holds", "fails", "inconclusive", "not measured")
 KINDS = ("paper", "target")
 
 
@@ -102,8 +101,15 @@ def plain(x: Any) -> Any:
     return x
 
 
-def _verdict(criterion: str, measured: Any, interval: dict | None) -> str:
-    "The verdict of a claim: three-valued from its interval, else holds/fails from its measurement."
+def _verdict(criterion: str, measured: Any, interval: dict | None, not_measured: str = "") -> str:
+    "The verdict of a claim: not measured, else three-valued from its interval, else holds/fails from its measurement."
+    evaluate_criterion(criterion, None)  # a malformed criterion is an error whatever was measured
+    if (
+        not_measured
+        or (interval is None and measured is None)
+        or (interval is not None and interval.get("mean") is None)
+    ):
+        return "not measured"
     if interval is not None:
         return interval_verdict(criterion, interval.get("low"), interval.get("high"))
     return "holds" if evaluate_criterion(criterion, measured) else "fails"
@@ -120,6 +126,7 @@ def make_claim(
     kind: str = "paper",  # paper (a statement of a paper) or target (this project's budget)
     rationale: str = "",  # a target's reason, in one line
     interval: dict | None = None,  # a paired difference: `mean_interval` of the differences (mean, low, high, n)
+    not_measured: str = "",  # why the measurement is degenerate (computed from the run), or "": it is a measurement
 ) -> dict:
     "A claim record whose `holds` and `verdict` are computed from the measurement and the criterion."
     for key, value in dict(id=id, source=source, statement=statement, paper=paper).items():
@@ -132,7 +139,7 @@ def make_claim(
         interval = {k: plain(interval[k]) for k in ("mean", "low", "high", "n")}
         measured = interval["mean"] if measured is None else measured
     measured = plain(measured)
-    verdict = _verdict(criterion, measured, interval)
+    verdict = _verdict(criterion, measured, interval, not_measured)
     record = dict(
         id=id,
         kind=kind,
@@ -149,6 +156,8 @@ def make_claim(
         record["rationale"] = rationale
     if interval is not None:
         record["interval"] = interval
+    if verdict == "not measured":
+        record["not_measured"] = not_measured or "no measurement"
     return record
 
 # %% ../../nbs/pipeline/80_experiment.ipynb #98db8dcd
@@ -184,6 +193,7 @@ _CLAIM = {
         "verdict": {"enum": list(VERDICTS)},
         "kind": {"enum": list(KINDS)},
         "rationale": _STRING,
+        "not_measured": _STRING,
         "interval": _INTERVAL,
         "note": {"type": "string"},
     },
@@ -225,7 +235,7 @@ def validate_results(res: dict) -> dict:
     if len(set(ids)) != len(ids):
         raise ValueError("results repeat a claim id")
     for c in res["claims"]:
-        verdict = _verdict(c["criterion"], c["measured"], c.get("interval"))
+        verdict = _verdict(c["criterion"], c["measured"], c.get("interval"), c.get("not_measured", ""))
         if c["verdict"] != verdict or c["holds"] != (verdict == "holds"):
             raise ValueError(
                 f"claim {c['id']}: holds={c['holds']} does not follow from "
@@ -344,6 +354,7 @@ class ExperimentRun:
         self.metrics, self.claims, self.started = {}, [], time.perf_counter()
         self.protocol = None  # {"reference": ..., "rows": [...]} when the template gave its settings
         self.trial_records = {}  # name → {total, resumed, computed, damaged} of each `trials` call
+        self.warnings = []  # the warnings the run raised, once `capture_warnings` is on (as `start` turns it)
 
     @classmethod
     def start(
@@ -366,6 +377,7 @@ class ExperimentRun:
             raise ValueError(f"the profile table names {', '.join(missing)}, which the parameters cell does not define")
         sizes = from_profile(profile, profiles, **{k: given[k] for k in profiles[profile]})
         run = cls(experiment, profile, {**given, **vars(sizes)}, device=device, out_dir=out_dir)
+        run.capture_warnings()
         if settings:
             run.protocol = {"reference": reference, "rows": protocol_rows(settings, profiles, given)}
             run.show_protocol()
@@ -424,9 +436,21 @@ class ExperimentRun:
         if any(o["id"] == c["id"] for o in self.claims):
             raise ValueError(f"claim id {c['id']!r} recorded twice")
         self.claims.append(c)
-        mark = {"holds": "✓", "fails": "✗", "inconclusive": "?"}[c["verdict"]]
-        print(f"{mark} {c['id']}: measured {c['measured']!r}, criterion {c['criterion']} ({c['verdict']})")
+        mark = {"holds": "✓", "fails": "✗", "inconclusive": "?", "not measured": "–"}[c["verdict"]]
+        shown = f"{c['measured']:.4g}" if isinstance(c["measured"], float) else repr(c["measured"])
+        why = f": {c['not_measured']}" if "not_measured" in c else ""
+        print(f"{mark} {c['id']}: measured {shown}, criterion {c['criterion']} ({c['verdict']}{why})")
         return c
+
+    def capture_warnings(self) -> None:
+        "Keep the run's warnings in `self.warnings` (`finish` writes them to `warnings.txt`) instead of printing them."
+        import warnings
+
+        def keep(message, category, filename, lineno, file=None, line=None):
+            first = (str(message).splitlines() or [""])[0]
+            self.warnings.append(f"{category.__name__}: {first} ({Path(filename).name}:{lineno})")
+
+        warnings.showwarning = keep
 
     def save_table(
         self,
@@ -456,10 +480,13 @@ class ExperimentRun:
             }
             | ({"protocol": self.protocol} if self.protocol else {})
             | ({"trials": self.trial_records} if self.trial_records else {})
+            | {"warnings": len(self.warnings)}
         )
 
     def finish(self) -> Path:
-        "Validate and write `<out_dir>/<experiment>.json`; return its path."
+        "Validate and write `<out_dir>/<experiment>.json` (and the run's warnings to `warnings.txt`); return its path."
+        if self.warnings:
+            atomic_write_text(self.data_dir / "warnings.txt", "\n".join(self.warnings) + "\n")
         res = validate_results(self.results())
         text = json.dumps(res, indent=2, allow_nan=False) + "\n"
         return atomic_write_text(self.out_dir / f"{self.experiment}.json", text)

@@ -14,9 +14,11 @@ from typing import Any
 
 import nbformat
 
+from ..core import NUMBER
+
 # %% auto #0
-__all__ = ['NUMBER', 'MAX_ITEMS', 'TYPES', 'REQUIRED', 'BUILTIN', 'UsageError', 'shown', 'TemplateError', 'Constraint',
-           'parse_constraint', 'check_value', 'Parameter', 'parse_parameters', 'check_rules', 'coerce', 'profile_table']
+__all__ = ['MAX_ITEMS', 'TYPES', 'REQUIRED', 'BUILTIN', 'UsageError', 'shown', 'TemplateError', 'Constraint', 'parse_constraint',
+           'check_value', 'Parameter', 'parse_parameters', 'check_rules', 'coerce', 'profile_table']
 
 # %% ../../nbs/pipeline/89_parameters.ipynb #a9b5dd9e
 class UsageError(ValueError):
@@ -36,7 +38,6 @@ class TemplateError(ValueError):
     "An experiment template that breaks the experiment contract."
 
 # %% ../../nbs/pipeline/89_parameters.ipynb #1625d5c4
-NUMBER = r"[-+]?(?:inf|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"  # a number as written in a template (inf allowed)
 _INTERVAL = re.compile(rf"^(?P<lo_b>[\[(])\s*(?P<lo>{NUMBER})\s*,\s*(?P<hi>{NUMBER})\s*(?P<hi_b>[\])])$")
 _LIST_OF = re.compile(r"^(?P<kind>ints|floats|NxM) in (?P<interval>.+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,199}$")

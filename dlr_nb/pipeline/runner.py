@@ -17,7 +17,8 @@ from pathlib import Path
 
 import nbformat
 
-from ..core import DEVICE_PATTERN, find_repo_root
+from .. import core
+from ..core import find_repo_root
 from ..parallel import environment_variables, thread_variables
 from .experiment import PROFILES, read_results
 from dlr_nb.pipeline.parameters import (
@@ -130,9 +131,11 @@ def _split_override(text: str) -> tuple[str, str]:
 
 
 def check_device(device: str) -> str:
-    "`device` if it is well formed and present on this machine, else a `UsageError`."
-    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
-        raise UsageError(f"unknown device {shown(device)} (allowed: auto, cpu, cuda, cuda:N, mps)")
+    "`device` if it is well formed (`core.check_device`) and present on this machine, else a `UsageError`."
+    try:
+        core.check_device(device)
+    except (TypeError, ValueError):
+        raise UsageError(f"unknown device {shown(device)} (allowed: auto, cpu, cuda, cuda:N, mps)") from None
     import torch
 
     if device.startswith("cuda"):
@@ -273,7 +276,12 @@ def _stop_kernels() -> None:
 
 
 def _papermill(exp: Experiment, params: dict, stage: Path, progress: bool) -> None:
+    import logging
+
     import papermill as pm
+
+    logging.getLogger("papermill").setLevel(logging.CRITICAL)  # a stopped kernel is reported by the runner, once
+    logging.getLogger("traitlets").setLevel(logging.CRITICAL)
 
     pm.execute_notebook(
         str(exp.path),
@@ -341,6 +349,13 @@ def _staged_results(stage: Path, name: str) -> None:
     read_results(stage / f"{name}.json")
 
 
+def _timeout_line(job: Job) -> str:
+    "What a run stopped at its time limit says: the limit, and the values given that may have made it too long."
+    given = [f"{k}={v}" for k, v in job.params.items() if k not in BUILTIN]
+    lower = f"; lower {', '.join(given)} or " if given else "; "
+    return f"stopped after {job.timeout:g} s, the limit at the {job.profile} profile{lower}set --timeout to allow more"
+
+
 def execute(
     job: Job,  # what to run and where its results go
 ) -> Outcome:
@@ -368,9 +383,7 @@ def execute(
             _keep_failed(stage, job.work, job.name)
             seconds = time.perf_counter() - start
             if timed_out.is_set():
-                return Outcome(
-                    job.name, "timeout", seconds, f"stopped after {job.timeout:g} s (set --timeout to allow more)"
-                )
+                return Outcome(job.name, "timeout", seconds, _timeout_line(job))
             return Outcome(job.name, "failed", seconds, _error_line(e))
         finally:  # also on KeyboardInterrupt, which the `except` above lets through
             watchdog.cancel()

@@ -7,15 +7,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import re
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ..core import atomic_write_text, check_range
-from ..parallel import environment_variables, thread_variables
+from ..parallel import environment_variables, parallel_results
 
 # %% auto #0
 __all__ = ['MISSING', 'EXECUTOR_PATTERN', 'plain_item', 'function_name', 'TrialStore', 'load_trial', 'save_trial', 'prune_trials',
@@ -125,28 +123,6 @@ def check_executor(
         raise ValueError(f"executor must be local or dask://HOST:PORT; got {shown}")
     return executor
 
-# %% ../../nbs/pipeline/87_trials.ipynb #fcbc5078
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _local_results(fn: Callable, items: Sequence, workers: int, threads: int) -> Iterator[tuple[int, Any]]:
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx, initializer=_set_threads, initargs=(threads,))
-    with environment_variables(thread_variables(threads)), pool:  # workers start (lazily) inside: they read it
-        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-        try:
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in sorted(done, key=futures.get):
-                    yield futures[future], future.result()
-        except BaseException:  # an error or an interrupt: do not run the rest of the grid first
-            pool.shutdown(cancel_futures=True)
-            raise
-
 # %% ../../nbs/pipeline/87_trials.ipynb #d05dd4a3
 def _dask_results(fn: Callable, items: Sequence, address: str) -> Iterator[tuple[int, Any]]:
     try:
@@ -178,11 +154,8 @@ def trial_results(
     items = list(items)
     if executor.startswith("dask://"):
         yield from _dask_results(fn, items, executor.removeprefix("dask://"))
-    elif workers == 1 or len(items) < 2:
-        for i, item in enumerate(items):
-            yield i, fn(item)
     else:
-        yield from _local_results(fn, items, workers, threads)
+        yield from parallel_results(fn, items, workers, threads)
 
 # %% ../../nbs/pipeline/87_trials.ipynb #dc7cfeb3
 def run_trials(
