@@ -24,6 +24,7 @@ export: install
 
 book: export
 	$(BIN)/dlr book --profile $(PROFILE) --jobs $(JOBS)
+	$(BIN)/dlr times --readme > /dev/null
 
 # notebooks are tested in parallel workers: one OpenMP thread each, since oversubscribed threads spin and crawl
 nbtest: export
@@ -54,4 +55,4 @@ dist: export
 	$(BIN)/python -m build --sdist --wheel --outdir dist .
 
 clean:
-	rm -rf book/_build book/results book/.dlr book/api dist build *.egg-info
+	rm -rf book/_build book/results/smoke book/results/*.ipynb book/results/*.md book/results/status.json book/.dlr book/api dist build *.egg-info

@@ -85,3 +85,13 @@ def test_templates_are_clean_and_follow_the_contract():
         assert set(papermill.inspect_notebook(str(exp.path))) == set(exp.parameters), (
             f"{name}: papermill cannot parse every parameter line"
         )
+
+
+def test_the_readme_states_the_times_the_kept_results_measured():
+    "The README's time table is generated (`dlr times --readme`, run by `make book`), never typed."
+    from dlr_nb.pipeline.book import times_markdown
+    from dlr_nb.pipeline.runner import Project
+
+    text = (REPO / "README.md").read_text()
+    block = text.split("<!-- dlr times -->\n", 1)[1].split("\n<!-- /dlr times -->", 1)[0]
+    assert block == times_markdown(Project(REPO)), "README.md's time table is stale: run `.venv/bin/dlr times --readme`"
