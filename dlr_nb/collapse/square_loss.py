@@ -6,14 +6,28 @@
 from __future__ import annotations
 from dataclasses import dataclass
 
+import torch
+
 from torch import nn
 
 from .metrics import collapse_metrics, normalized_margin
-from ..models import ConvNet1D, NormalizedNet, ReLUNet, classification_loss, norm_product, train_classifier
+from .stream import collect_statistics
+from ..data import make_mnist1d
+from ..lowrank import numerical_rank, stable_rank
+from dlr_nb.models import (
+    ConvNet1D,
+    NormalizedNet,
+    ReLUNet,
+    classification_loss,
+    norm_product,
+    train_classifier,
+    weight_matrices,
+)
 from ..core import check_choice, resolve_device
 
 # %% auto #0
-__all__ = ['MODELS', 'SquareLossRun', 'build_model', 'train_square_loss_run']
+__all__ = ['MODELS', 'SquareLossRun', 'build_model', 'train_square_loss_run', 'SquareLossTrial', 'square_loss_trial',
+           'LowRankRun', 'feature_collapse', 'layer_ranks', 'low_rank_run']
 
 # %% ../../nbs/collapse/52_square_loss.ipynb #3657f731
 MODELS = ("lm", "relu", "relu-bn", "conv-bn")
@@ -111,3 +125,83 @@ def train_square_loss_run(
         show_progress=False,
         stop_loss=run.stop_loss,
     )
+
+# %% ../../nbs/collapse/52_square_loss.ipynb #6dce9a7e
+@dataclass
+class SquareLossTrial:
+    "A run of the study and the MNIST-1D sample it trains on: one trial's item."
+
+    run: SquareLossRun  # what to train and record
+    samples: int  # MNIST-1D samples generated, 80 % for training
+    data_seed: int = 0  # seed of the generator
+
+# %% ../../nbs/collapse/52_square_loss.ipynb #b960d99c
+def square_loss_trial(
+    trial: SquareLossTrial,  # the run and its sample
+) -> list[dict]:
+    "`train_square_loss_run` on the MNIST-1D sample the trial names, generated here."
+    data = make_mnist1d(num_samples=trial.samples, seed=trial.data_seed)
+    return train_square_loss_run(trial.run, data)
+
+# %% ../../nbs/collapse/52_square_loss.ipynb #45bb7b84
+@dataclass
+class LowRankRun:
+    "One training of the low-rank grid: batch size, weight decay and learning rate, and the sample."
+
+    batch_size: int  # minibatch size
+    weight_decay: float  # λ
+    lr: float  # SGD learning rate, momentum 0.9
+    epochs: int  # passes over the training set
+    samples: int  # MNIST-1D samples generated, 80 % for training
+    width: int = 256  # hidden width
+    hidden_layers: int = 3  # hidden layers
+    rank_tol: float = 1e-3  # relative threshold of the numerical rank
+    seed: int = 0  # seed of the sample, the initialization and the minibatches
+    device: str = "cpu"  # where it trains
+
+# %% ../../nbs/collapse/52_square_loss.ipynb #c9bf2d28
+def feature_collapse(
+    net: nn.Module,  # a `models.ReLUNet`
+    x: torch.Tensor,  # inputs
+    y: torch.Tensor,  # their labels
+    classes: int = 10,  # number of classes
+    batch_size: int = 512,  # samples per forward pass
+) -> dict:
+    "NC1, CDNV and NC4 of the features entering the classifier of `net`, accumulated batch by batch."
+    batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    last = f"layers.{len(net.layers) - 1}"
+    stats = collect_statistics(net, last, batches, classes, classifier=(net.classifier, None), side="input")
+    return stats.metrics(net.classifier)
+
+# %% ../../nbs/collapse/52_square_loss.ipynb #8c22a2b4
+def layer_ranks(
+    net: nn.Module,  # an MLP (`models.ReLUNet`)
+    rank_tol: float = 1e-3,  # relative threshold of the numerical rank
+) -> list[dict]:
+    "`layer`, `numerical_rank` and `stable_rank` of each hidden-to-hidden layer of `net`."
+    return [
+        {"layer": l, "numerical_rank": numerical_rank(W, rtol=rank_tol), "stable_rank": stable_rank(W)}
+        for l, W in enumerate(weight_matrices(net)[1:-1], 2)
+    ]
+
+# %% ../../nbs/collapse/52_square_loss.ipynb #02b20883
+def low_rank_run(
+    run: LowRankRun,  # the grid cell
+) -> dict:
+    "`rows`: per hidden-to-hidden layer, the cell, ranks, training accuracy, NC1, CDNV and NC4; `collapse_error`."
+    dev = resolve_device(run.device)
+    data = make_mnist1d(num_samples=run.samples, seed=run.seed)
+    x, y = data["x"].to(dev), data["y"].to(dev)
+    net = ReLUNet([x.shape[1]] + [run.width] * run.hidden_layers + [10], seed=run.seed).to(dev)
+    sgd = dict(epochs=run.epochs, batch_size=run.batch_size, lr=run.lr, weight_decay=run.weight_decay)
+    train_classifier(net, x, y, **sgd, seed=run.seed, show_progress=False)
+    with torch.no_grad():
+        acc = float((net(x).argmax(1) == y).float().mean())
+    try:
+        collapse, error = feature_collapse(net, x, y), None
+    except ValueError as e:  # dead features (all class means equal): no collapse metric is defined
+        collapse, error = {}, str(e)
+    cell = {"batch_size": run.batch_size, "weight_decay": run.weight_decay, "lr": run.lr}
+    nc = {k: collapse.get(k) for k in ("NC1", "CDNV", "NC4")}
+    rows = [{**cell, **ranks, "train_acc": acc, **nc} for ranks in layer_ranks(net, run.rank_tol)]
+    return {"rows": rows, "collapse_error": error}
