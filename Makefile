@@ -26,9 +26,11 @@ book: export
 	$(BIN)/dlr book --profile $(PROFILE) --jobs $(JOBS)
 	$(BIN)/dlr times --readme > /dev/null
 
-# notebooks are tested in parallel workers: one OpenMP thread each, since oversubscribed threads spin and crawl
+# the library notebooks are tested as nbdev_test runs them (execnb, the settings.ini tst_flags skipped), in parallel
+# workers with one OpenMP thread each (oversubscribed threads spin and crawl); the executed copies are kept, cached per
+# notebook, for the book's API pages, so `make test` runs each notebook once. `nbdev_test --path NB` shows a traceback.
 nbtest: export
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/nbdev_test
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/dlr api-outputs --jobs 2
 
 test: nbtest
 	$(BIN)/dlr book --profile smoke --jobs $(JOBS)

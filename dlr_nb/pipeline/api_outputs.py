@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from ..parallel import environment_variables
-from .store import library_hash
+from .store import module_closure, module_file
 
 SKIP_FLAGS = ("slow", "cuda")  # settings.ini tst_flags: cells nbdev_test does not run
 
@@ -47,11 +47,15 @@ def library_notebooks(
 
 def output_key(
     path: str | Path,  # a library notebook
-    lib_hash: str,  # from `library_hash`
+    package: str | Path,  # the package folder, dlr_nb/
 ) -> str:
-    "The cache key of a notebook's executed copy: its bytes, the skipped flags and the library."
+    "The cache key of a notebook's executed copy: its bytes, the skipped flags and the modules it imports."
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    cells = ["".join(c["source"]) for c in nb.get("cells", []) if c["cell_type"] == "code"]
     h = hashlib.sha256(Path(path).read_bytes())
-    h.update(f"{lib_hash}|{','.join(SKIP_FLAGS)}".encode())
+    h.update(",".join(SKIP_FLAGS).encode())
+    for name in module_closure(cells, package):
+        h.update(name.encode() + b"\0" + module_file(name, Path(package)).read_bytes())
     return h.hexdigest()[:16]
 
 # %% ../../nbs/pipeline/94_api_outputs.ipynb #26e7586d
@@ -97,9 +101,8 @@ def executed_notebooks(
 
     nbs, cache = Path(nbs), Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
-    lib_hash = library_hash(lib)
     paths = [p for p in library_notebooks(nbs) if names is None or p.stem in names]
-    wanted = {p.stem: cache / f"{p.stem}.{output_key(p, lib_hash)}.ipynb" for p in paths}
+    wanted = {p.stem: cache / f"{p.stem}.{output_key(p, lib)}.ipynb" for p in paths}
     for old in cache.glob("*.ipynb"):
         if old not in wanted.values():
             old.unlink()

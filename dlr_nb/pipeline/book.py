@@ -14,10 +14,11 @@ from .parameters import UsageError
 from .store import shown_results
 
 # %% auto #0
-__all__ = ['PARTS', 'MARKS', 'LEDGER_COLUMNS', 'load_results', 'ledger_rows', 'format_value', 'part_of', 'verdict_counts',
-           'format_measured', 'ledger_markdown', 'fit_columns', 'ledger_text', 'write_if_changed', 'tidy_notebook',
-           'api_index', 'write_api_pages', 'results_at', 'claim_changes', 'ledger_changes', 'release_changes',
-           'times_markdown', 'write_readme_times', 'write_result_pages', 'prepare_book', 'build_book', 'publish_book']
+__all__ = ['PARTS', 'MARKS', 'PAPERS', 'TARGET_SOURCE', 'load_results', 'ledger_rows', 'format_value', 'part_of',
+           'verdict_counts', 'format_measured', 'source_paper', 'bib_entries', 'papers_markdown', 'ledger_markdown',
+           'fit_columns', 'ledger_text', 'write_if_changed', 'tidy_notebook', 'api_index', 'write_api_pages',
+           'results_at', 'claim_changes', 'ledger_changes', 'release_changes', 'times_markdown', 'write_readme_times',
+           'write_result_pages', 'prepare_book', 'build_book', 'publish_book']
 
 # %% ../../nbs/pipeline/91_book.ipynb #36fd099c
 def load_results(
@@ -90,85 +91,145 @@ def format_measured(r: dict) -> str:
     low, high = (format_value(i[k]) if i[k] is not None else "∞" for k in ("low", "high"))
     return f"{format_value(r['measured'])} [{low.replace('∞', '−∞')}, {high}], n = {i['n']}"
 
-# %% ../../nbs/pipeline/91_book.ipynb #21cdf165
-LEDGER_COLUMNS = {
-    "paper": ("experiment", "claim", "source", "statement", "paper", "measured", "criterion", "verdict", "profile"),
-    "target": (
-        "experiment",
-        "claim",
-        "statement",
-        "budget",
-        "measured",
-        "criterion",
-        "verdict",
-        "rationale",
-        "profile",
-    ),
+# %% ../../nbs/pipeline/91_book.ipynb #7669a9e5
+PAPERS = {  # the short name a claim's source starts with → the BibTeX key of the paper in references.bib
+    "compressible-dynamics": "yaras2024compressible",
+    "law-of-parsimony": "yaras2023parsimony",
+    "comp-deep-nets": "kwon2024efficient",
+    "convresnext": "zhang2024convresnext",
+    "convresnet-smooth": "liu2022convresnet",
+    "cbs": "yu2022cbs",
+    "square-loss": "xu2021squareloss",
 }
+TARGET_SOURCE = "dlr-nb"  # the source of this project's own targets
 
 
-def _cells(r: dict, link_prefix: str, state: str | None = None) -> list[str]:
-    exp = f"[{r['experiment']}]({link_prefix}{r['experiment']}.ipynb)" + (" ⚠ stale" if state == "stale" else "")
+def source_paper(source: str) -> str | None:
+    "The short name of the paper a claim's source cites (`compressible-dynamics Fig. 4` → its first word), or None."
+    name = source.replace(",", " ").split()[0] if source.strip() else ""
+    return name if name in PAPERS else None
+
+# %% ../../nbs/pipeline/91_book.ipynb #17950464
+_BIB_ENTRY = re.compile(r"@\w+\{(?P<key>[^,\s]+),(?P<body>.*?)\n\}", re.S)
+_BIB_FIELD = re.compile(r"(\w+)\s*=\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
+
+
+def bib_entries(path: str | Path) -> dict[str, dict[str, str]]:
+    "`{key: {field: value}}` of a BibTeX file (braces and `\\&` unescaped)."
+    text = Path(path).read_text(encoding="utf-8")
+    clean = lambda v: " ".join(v.replace("\\&", "&").replace("{", "").replace("}", "").split())
+    return {
+        m["key"]: {f.lower(): clean(v) for f, v in _BIB_FIELD.findall(m["body"])} for m in _BIB_ENTRY.finditer(text)
+    }
+
+
+def papers_markdown(bib: dict[str, dict[str, str]]) -> str:
+    "The short names used in the book, each anchored and given its authors, title, venue and citation."
+    out = []
+    for short, key in PAPERS.items():
+        e = bib[key]
+        authors = e.get("author", "").replace(" and ", "; ")
+        venue = e.get("booktitle") or e.get("journal") or e.get("institution") or ""
+        out += [
+            f"(paper-{short})=",
+            f"**{short}**",
+            f": {authors}. *{e.get('title', key)}.* {venue}, {e.get('year', '')}. {{cite:p}}`{key}`",
+            "",
+        ]
+    return "\n".join(out)
+
+# %% ../../nbs/pipeline/91_book.ipynb #a6045239
+def _html(text) -> str:
+    import html
+
+    return html.escape(str(text), quote=True)
+
+
+def _source_html(source: str, link_prefix: str) -> str:
+    paper = source_paper(source)
+    if paper is None:
+        return _html(source)
+    rest = source.replace(",", " ").split(None, 1)[1] if len(source.replace(",", " ").split()) > 1 else ""
+    return f'<a href="{link_prefix}bibliography.html#paper-{paper}">{_html(paper)}</a> {_html(rest)}'.strip()
+
+
+def _ledger_row(r: dict, link_prefix: str, state: str | None) -> str:
     verdict = r.get("verdict", "holds" if r["holds"] else "fails")
-    common = [exp, r["id"]]
-    shown = f"{MARKS[verdict]} {verdict}"
-    if r["profile"] == "smoke" or state == "stale":  # greyed: not evidence
-        shown = f'<span class="dlr-not-evidence">{shown} (not evidence)</span>'
-    tail = [format_measured(r), r["criterion"], shown]
-    if r.get("kind", "paper") == "target":
-        return common + [r["statement"], r["paper"], *tail, r.get("rationale", ""), r["profile"]]
-    return common + [r["source"], r["statement"], r["paper"], *tail, r["profile"]]
+    evidence = r["profile"] != "smoke" and state != "stale"
+    badge = f'<span class="dlr-badge dlr-{verdict.replace(" ", "-")}">{MARKS[verdict]} {verdict}</span>'
+    if not evidence:
+        badge += '<br><span class="dlr-not-evidence">not evidence</span>'
+    details = f"criterion <code>{_html(r['criterion'])}</code>" + (f" · {_html(r['note'])}" if r.get("note") else "")
+    if r.get("rationale"):
+        details += f" · rationale: {_html(r['rationale'])}"
+    claim = f"{_html(r['statement'])}<details><summary><code>{_html(r['id'])}</code></summary>{details}</details>"
+    exp = f'<a href="{link_prefix}results/{r["experiment"]}.html">{_html(r["experiment"])}</a> · {r["profile"]}'
+    exp += " · ⚠ stale" if state == "stale" else ""
+    part = part_of(r["experiment"]).split()[0]
+    cells = [badge, claim, _html(r["paper"]), _html(format_measured(r)), _source_html(r["source"], link_prefix), exp]
+    attrs = f'data-verdict="{verdict}" data-part="{part}" data-kind="{r.get("kind", "paper")}"'
+    return (
+        f'<tr class="dlr-claim{"" if evidence else " dlr-greyed"}" {attrs}>'
+        + "".join(f"<td>{c}</td>" for c in cells)
+        + "</tr>"
+    )
+
+# %% ../../nbs/pipeline/91_book.ipynb #113f9ee8
+def _count_cells(c: dict[str, int]) -> str:
+    return " | ".join(str(c[v]) for v in MARKS)
 
 
-def _bar(counts: dict[str, int], width: int = 30) -> str:
-    "The verdict counts as a bar of ✓, ? and ✗ blocks, `width` blocks for all claims."
-    total = max(sum(counts.values()), 1)
-    return "".join(MARKS[v] * round(width * counts[v] / total) for v in MARKS)
-
-
-def _summary_line(label: str, rows: list[dict]) -> str:
+def _counts_table(rows: list[dict]) -> list[str]:
+    "Counts per part and kind, with a total line: they match the rows of the ledger."
+    out = [
+        "| part | kind | claims | ✓ hold | ✗ fail | ? inconclusive | – not measured |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for part, _ in PARTS:
+        for kind in ("paper", "target"):
+            sel = [r for r in rows if part_of(r["experiment"]) == part and r.get("kind", "paper") == kind]
+            if sel:
+                c = verdict_counts(sel)
+                out.append(f"| {part} | {kind} | {len(sel)} | {_count_cells(c)} |")
     c = verdict_counts(rows)
-    counts = f"{c['holds']} | {c['fails']} | {c['inconclusive']} | {c['not measured']}"
-    return f"| {label} | {len(rows)} | {counts} | `{_bar(c)}` |"
+    out.append(f"| **all** | | {len(rows)} | {_count_cells(c)} |")
+    return out
+
+
+def _filters(rows: list[dict]) -> str:
+    parts = sorted(
+        {part_of(r["experiment"]).split()[0] for r in rows}, key=lambda p: [n.split()[0] for n, _ in PARTS].index(p)
+    )
+    verdicts = "".join(f'<option value="{v}">{MARKS[v]} {v}</option>' for v in MARKS)
+    part_options = "".join(f'<option value="{p}">{p}</option>' for p in parts)
+    return (
+        '<p class="dlr-filters">Show <select id="dlr-filter-verdict"><option value="">every verdict</option>'
+        f'{verdicts}</select> in <select id="dlr-filter-part"><option value="">every part</option>'
+        f"{part_options}</select>"
+        ' <span id="dlr-shown"></span></p>'
+    )
 
 
 def ledger_markdown(
     rows: list[dict],  # from `ledger_rows`
-    link_prefix: str = "results/",  # where the executed notebooks are, relative to the page
+    link_prefix: str = "",  # the book's root, relative to the page
     states: dict[str, str] | None = None,  # each experiment's state (current, stale, ...), from `write_result_pages`
 ) -> str:
-    "The ledger as Markdown: verdict counts, then per part the papers' claims and this project's targets apart."
+    "The ledger page's body: the headline, counts per part and kind, then one filterable table of every claim."
     if not rows:
         return "*No results yet: run `dlr run` (or `make book`).*\n"
-    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
-    papers = [r for r in rows if r.get("kind", "paper") == "paper"]
-    targets = [r for r in rows if r.get("kind", "paper") == "target"]
     held = sum(r["holds"] for r in rows)
-    out = [
-        f"**{held} of {len(rows)} claims hold.**",
-        "",
-        "| claims | count | hold | fail | inconclusive | not measured | |",
-        "|---|---|---|---|---|---|---|",
-        _summary_line("of the papers", papers),
-        _summary_line("our targets", targets),
-        "",
+    head = ["verdict", "claim", "paper", "ours", "source", "experiment"]
+    table = [
+        '<table class="dlr-ledger">',
+        "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
+        "<tbody>",
     ]
-    for part, _ in PARTS:
-        in_part = [r for r in rows if part_of(r["experiment"]) == part]
-        if not in_part:
-            continue
-        out += [f"## {part}", ""]
-        for kind, title in (("paper", "Claims of the papers"), ("target", "Our targets")):
-            selected = [r for r in in_part if r.get("kind", "paper") == kind]
-            if not selected:
-                continue
-            cols = LEDGER_COLUMNS[kind]
-            out += [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-            cells = [_cells(r, link_prefix, (states or {}).get(r["experiment"])) for r in selected]
-            out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in cells]
-            notes = [f"- `{r['id']}`: {r['note']}" for r in selected if r.get("note")]
-            out += ([""] + notes if notes else []) + [""]
-    return "\n".join(out)
+    table += [_ledger_row(r, link_prefix, (states or {}).get(r["experiment"])) for r in rows]
+    table += ["</tbody>", "</table>"]
+    return "\n".join(
+        [f"**{held} of {len(rows)} claims hold.**", "", *_counts_table(rows), "", _filters(rows), "", *table, ""]
+    )
 
 # %% ../../nbs/pipeline/91_book.ipynb #73736be8
 def fit_columns(
@@ -459,6 +520,8 @@ def prepare_book(
     rows = ledger_rows(book / "results", problems)
     write_if_changed(book / "results" / "ledger_table.md", ledger_markdown(rows, states=states))
     write_if_changed(book / "results" / "ledger_changes.md", release_changes(root))
+    if (book / "references.bib").is_file():
+        write_if_changed(book / "results" / "papers.md", papers_markdown(bib_entries(book / "references.bib")))
     from dlr_nb.pipeline.runner import Project
 
     write_if_changed(book / "results" / "times.md", times_markdown(Project(root)))

@@ -11,7 +11,8 @@ from .book import MARKS, format_measured, format_value, load_results
 
 # %% auto #0
 __all__ = ['MEASURED_COLUMNS', 'claim_key', 'verdict_of', 'quoted_values', 'book_totals', 'book_substitutions', 'toc_parts',
-           'measured_markdown', 'run_command', 'reproduce_markdown', 'page_addition', 'unique_scripts', 'setup']
+           'measured_markdown', 'run_command', 'reproduce_markdown', 'edit_url', 'page_addition', 'unique_scripts',
+           'setup']
 
 # %% ../../nbs/pipeline/93_pages.ipynb #2cc47f92
 def claim_key(
@@ -178,6 +179,25 @@ def reproduce_markdown(
         ]
     ).replace("\n\n:::", "\n:::")
 
+# %% ../../nbs/pipeline/93_pages.ipynb #c2046657
+def edit_url(
+    docname: str,  # the page, e.g. "api/nbs/10_factorization" or "results/dmf_sensing"
+    suffix: str,  # its source suffix in the book, e.g. ".ipynb"
+    root: str | Path,  # the repository root
+    git_url: str,  # the repository, e.g. https://github.com/dlr-nb/dlr-nb
+    branch: str = "main",  # the branch to edit
+) -> str:
+    "The URL that edits the source of a book page: its library notebook, its template, or its file in `book/`."
+    root = Path(root)
+    path = f"book/{docname}{suffix}"
+    if docname.startswith("api/nbs/"):
+        stem = docname.rsplit("/", 1)[1]
+        found = sorted((root / "nbs").rglob(f"{stem}.ipynb"))
+        path = found[0].relative_to(root).as_posix() if found else path
+    elif docname.startswith("results/"):
+        path = f"book/experiments/{docname.split('/', 1)[1]}.ipynb"
+    return f"{git_url.rstrip('/')}/edit/{branch}/{path}"
+
 # %% ../../nbs/pipeline/93_pages.ipynb #a6b0b747
 def _book_state(app) -> dict:
     "The results and the parts of the book, read once per build."
@@ -237,7 +257,21 @@ def unique_scripts(
     return out
 
 
+def _repository(srcdir: Path) -> tuple[str, str]:
+    "`git_url` and `branch` from the repository's settings.ini."
+    from configparser import ConfigParser
+
+    cfg = ConfigParser(delimiters=["="])
+    cfg.read(srcdir.parent / "settings.ini", encoding="utf-8")
+    d = cfg["DEFAULT"] if "DEFAULT" in cfg else {}
+    return d.get("git_url", ""), d.get("branch", "main")
+
+
 def _on_page_context(app, pagename, templatename, context, doctree) -> None:
+    git_url, branch = _repository(Path(app.srcdir))
+    if git_url and context.get("page_source_suffix"):
+        url = edit_url(pagename, context["page_source_suffix"], Path(app.srcdir).parent, git_url, branch)
+        context["edit_page_url_template"] = url + "{# file_name #}"
     scripts = context.get("script_files")
     if isinstance(scripts, list):  # in place: it is the builder's list, which later handlers (MathJax) extend
         scripts[:] = unique_scripts(scripts)
