@@ -146,11 +146,15 @@ def test_page_renders_offline_in_a_browser(name, tmp_path):
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
-def _fake_run(folder, measured):
-    "A results JSON, its executed notebook and one table of a fake experiment `exp` whose claim measures `measured`."
-    from dlr_nb.pipeline.experiment import make_claim
+def _fake_run(book, measured):
+    "A kept smoke run of a fake experiment `exp` whose claim measures `measured`, and its page, as `dlr book` makes them."
+    import nbformat
 
-    claim = make_claim("gain.16", "paper Fig. 1", "B is faster than A", "3x", ">= 2", measured)
+    from dlr_nb.pipeline.experiment import make_claim
+    from dlr_nb.pipeline.result_pages import result_page
+    from dlr_nb.pipeline.store import publish, read_kept
+
+    claim = make_claim("gain.16", "cbs Fig. 1", "B is faster than A", "3x", ">= 2", measured)
     res = dict(
         experiment="exp",
         profile="smoke",
@@ -160,16 +164,20 @@ def _fake_run(folder, measured):
         metrics={"ratio": measured},
         claims=[claim],
     )
-    (folder / "exp").mkdir(parents=True, exist_ok=True)
-    (folder / "exp.json").write_text(json.dumps(res))
-    (folder / "exp" / "table.csv").write_text(f"n,ratio\n8,{measured}\n")
-    nb = {
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        "metadata": {"papermill": {"parameters": {"profile": "smoke", "n": 8}, "duration": 2.0}},
-        "cells": [{"cell_type": "markdown", "id": "t", "metadata": {}, "source": "# Exp\n\n> A fake experiment."}],
-    }
-    (folder / "exp.ipynb").write_text(json.dumps(nb))
+    stage = book.parent / "stage"
+    (stage / "exp").mkdir(parents=True, exist_ok=True)
+    (stage / "exp.json").write_text(json.dumps(res))
+    (stage / "exp" / "table.csv").write_text(f"n,ratio\n8,{measured}\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Exp\n\n> A fake experiment.", id="t")])
+    nb.metadata["papermill"] = {"parameters": {"profile": "smoke", "n": 8}, "duration": 2.0}
+    nbformat.write(nb, stage / "exp.ipynb")
+    (book / "experiments").mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, book / "experiments" / "exp.ipynb")
+    publish(stage, book / "results", "smoke", "exp", {"template": [], "parameters": {}})
+    page = result_page(
+        book / "experiments" / "exp.ipynb", read_kept(book / "results", "smoke", "exp"), link_root=book / "results"
+    )
+    nbformat.write(page, book / "results" / "exp.ipynb")
 
 
 def test_quoted_numbers_follow_the_results(tmp_path):
@@ -180,6 +188,7 @@ def test_quoted_numbers_follow_the_results(tmp_path):
     (book / "theory").mkdir(parents=True)
     (book / "_config.yml").write_text(
         "title: t\nexecute:\n  execute_notebooks: 'off'\nonly_build_toc_files: true\n"
+        "exclude_patterns: [experiments, results/smoke]\n"
         "parse:\n  myst_enable_extensions: [colon_fence, substitution]\n"
         "sphinx:\n  extra_extensions: [dlr_nb.pipeline.pages]\n"
     )
@@ -193,7 +202,7 @@ def test_quoted_numbers_follow_the_results(tmp_path):
     (book / "ledger.md").write_text("# Ledger\n")
     shown = {}
     for measured in (2.375, 1.625):
-        _fake_run(book / "results", measured)
+        _fake_run(book, measured)
         cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(book)]
         proc = subprocess.run([*cmd, "--warningiserror"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -209,6 +218,7 @@ def test_quoted_numbers_follow_the_results(tmp_path):
         page = (html / "results" / "exp.html").read_text()
         words = " ".join(re.sub(r"<[^>]+>", "", page).split())
         assert "Reproduce this page" in words and "dlr run exp --profile smoke -p n=8" in words
+        assert "Smoke profile" in words and "B is faster than A" in words
         downloads = re.findall(r'href="(\.\./_downloads/[^"]+)"', page)
         assert {d.rsplit("/", 1)[1] for d in downloads} == {"exp.ipynb", "exp.json", "table.csv"}
         table = next(d for d in downloads if d.endswith("table.csv"))
@@ -217,13 +227,18 @@ def test_quoted_numbers_follow_the_results(tmp_path):
 
 
 @needs_build
-def test_result_pages_open_with_the_reproduce_box_and_chapters_end_with_measurements():
-    built = [p.stem for p in (BOOK / "results").glob("*.json") if (HTML / "results" / f"{p.stem}.html").is_file()]
+def test_result_pages_open_with_the_verdicts_and_the_reproduce_box_and_chapters_end_with_measurements():
+    from dlr_nb.pipeline.store import shown_results
+
+    built = [n for n in shown_results(BOOK / "results") if (HTML / "results" / f"{n}.html").is_file()]
     assert built, "no result page was built"
     for name in built:
         page = (HTML / "results" / f"{name}.html").read_text()
+        article = page[page.find("<article") :]
         words = " ".join(re.sub(r"<[^>]+>", "", page).split())
         assert "Reproduce this page" in words and f"dlr run {name} --profile" in words, name
+        first_code = article.find('class="cell')
+        assert 0 <= article.find("dlr-verdicts") < (first_code if first_code >= 0 else len(article)), name
         for f in re.findall(r'href="(\.\./_downloads/[^"]+)"', page):
             assert (HTML / "results" / f).is_file(), f"{name}: download {f} is not in the build"
         assert f"{name}.json" in page and f"_sources/results/{name}.ipynb" in page, f"{name}: downloads missing"
@@ -354,3 +369,111 @@ def test_every_page_of_the_book_loads_in_a_browser(tmp_path):
             problems.append(f"{page}: MathJax typeset none of its {r['needs_math']} formulas")
     assert not problems, f"{len(problems)} problems: {problems[:20]}"
     print(f"browser crawl: {len(pages)} pages checked")
+
+
+@needs_build
+def test_no_page_shows_the_build_machine():
+    "No absolute path of this checkout or its Python, no `PosixPath(` repr, no warning in an output area."
+    import sys
+
+    roots = {str(REPO), sys.prefix, str(__import__("pathlib").Path.home()) + "/"}
+    problems = []
+    for rel in _book_pages():
+        text = (HTML / rel).read_text(errors="ignore")
+        body = text[text.find("<article") : text.rfind("</article>")]
+        problems += [f"{rel}: {root}" for root in roots if root in body]
+        if "PosixPath(" in body:
+            problems.append(f"{rel}: PosixPath(")
+        for out in re.findall(r'<div class="cell_output.*?</div>\s*</div>', body, re.S):
+            if "Warning:" in out:
+                problems.append(f"{rel}: a warning in an output")
+    assert not problems, problems[:20]
+
+
+@needs_build
+def test_every_api_page_shows_outputs():
+    pages = sorted((HTML / "api" / "nbs").glob("*.html"))
+    assert pages
+    without = [p.name for p in pages if 'class="cell_output' not in p.read_text(errors="ignore")]
+    assert not without, f"API pages without any output: {without}"
+
+
+def test_every_claim_source_names_a_paper_of_the_bibliography():
+    from dlr_nb.pipeline.book import PAPERS, TARGET_SOURCE, bib_entries, source_paper
+    from dlr_nb.pipeline.store import kept_results
+
+    bib = bib_entries(BOOK / "references.bib")
+    assert set(PAPERS.values()) <= set(bib)
+    bad = []
+    for by in kept_results(BOOK / "results").values():
+        for kept in by.values():
+            for c in (kept.results or {}).get("claims", []):
+                if source_paper(c["source"]) is None and not c["source"].startswith(TARGET_SOURCE):
+                    bad.append(f"{kept.name}: {c['id']} cites {c['source']!r}")
+    assert not bad, bad
+
+
+def test_the_book_links_back_to_the_repository():
+    import configparser
+
+    cfg = configparser.ConfigParser(delimiters=["="])
+    cfg.read(REPO / "settings.ini")
+    conf = yaml.safe_load((BOOK / "_config.yml").read_text())
+    assert conf["repository"]["url"] == cfg["DEFAULT"]["git_url"]
+    assert conf["html"]["use_repository_button"] and conf["html"]["use_issues_button"]
+    assert conf["html"]["use_edit_page_button"]
+
+
+_LAYOUT = """<script>
+window.addEventListener('load', () => setTimeout(() => {
+  const v = document.querySelector('.dlr-verdicts'), l = document.querySelector('table.dlr-ledger');
+  const d = document.createElement('pre'); d.id = 'dlr-layout';
+  d.textContent = JSON.stringify({verdicts_top: v ? v.getBoundingClientRect().top + window.scrollY : null,
+    ledger: l ? [l.scrollWidth, l.clientWidth] : null,
+    page: [document.documentElement.scrollWidth, window.innerWidth]});
+  document.body.appendChild(d);
+}, 3000));
+</script>"""
+
+
+@needs_build
+@pytest.mark.skipif(
+    CHROMIUM is None and os.environ.get("CI") != "true",
+    reason="headless Chromium is not installed (apt-get install chromium); CI installs it",
+)
+def test_a_reader_at_1400_pixels_sees_the_verdicts_first_and_the_whole_ledger(tmp_path):
+    "At 1400 px: every result page's verdict panel starts within the first 1000 px; the ledger needs no sideways scroll."
+    import html as _html
+
+    from dlr_nb.pipeline.store import shown_results
+
+    assert CHROMIUM, "CI needs chromium: .ci/run installs it"
+    pages = ["ledger.html"] + [f"results/{n}.html" for n in shown_results(BOOK / "results")]
+    problems = []
+    for rel in pages:
+        page = HTML / rel
+        probe = page.with_name(f".layout-{page.name}")
+        probe.write_text(page.read_text().replace("</body>", _LAYOUT + "</body>"))
+        try:
+            proc = _chromium(
+                f"--user-data-dir={tmp_path / 'p'}",
+                "--window-size=1400,1000",
+                "--virtual-time-budget=8000",
+                "--dump-dom",
+                probe.as_uri(),
+            )
+        finally:
+            probe.unlink()
+        m = re.search(r'<pre id="dlr-layout">(.*?)</pre>', proc.stdout, re.S)
+        if not m:
+            problems.append(f"{rel}: did not load")
+            continue
+        r = json.loads(_html.unescape(m.group(1)))
+        if rel == "ledger.html":
+            if r["ledger"] and r["ledger"][0] > r["ledger"][1]:
+                problems.append(f"ledger: table {r['ledger'][0]} px wide in {r['ledger'][1]} px")
+            if r["page"][0] > r["page"][1]:
+                problems.append(f"ledger: page scrolls sideways ({r['page'][0]} > {r['page'][1]} px)")
+        elif r["verdicts_top"] is None or r["verdicts_top"] > 1000:
+            problems.append(f"{rel}: the verdict panel starts at {r['verdicts_top']} px")
+    assert not problems, problems
