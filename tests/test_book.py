@@ -147,7 +147,7 @@ def test_page_renders_offline_in_a_browser(name, tmp_path):
 
 
 def _fake_run(book, measured):
-    "A kept smoke run of a fake experiment `exp` whose claim measures `measured`, and its page, as `dlr book` makes them."
+    "A kept smoke run of a fake experiment `exp` whose claim measures `measured`, and its page, as `dlr book` does."
     import nbformat
 
     from dlr_nb.pipeline.experiment import make_claim
@@ -442,7 +442,7 @@ window.addEventListener('load', () => setTimeout(() => {
     reason="headless Chromium is not installed (apt-get install chromium); CI installs it",
 )
 def test_a_reader_at_1400_pixels_sees_the_verdicts_first_and_the_whole_ledger(tmp_path):
-    "At 1400 px: every result page's verdict panel starts within the first 1000 px; the ledger needs no sideways scroll."
+    "At 1400 px: each result page's verdict panel starts within the first 1000 px; the ledger needs no sideways scroll."
     import html as _html
 
     from dlr_nb.pipeline.store import shown_results
