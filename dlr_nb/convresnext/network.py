@@ -12,7 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import check_choice, check_loss, check_range, check_type, needs_extra, progress, step_seconds
+from dlr_nb.core import (
+    check_choice,
+    check_loss,
+    check_range,
+    check_type,
+    needs_extra,
+    progress,
+    resolve_device,
+    step_seconds,
+)
 from ..lowrank import random_orthogonal
 
 # %% auto #0
@@ -20,7 +29,7 @@ __all__ = ['TASKS', 'FIT_OPTIMIZERS', 'MANIFOLDS', 'MANIFOLD_LABELS', 'same_conv
            'LoopBlock', 'ConvResNeXt', 'conv_resnet', 'block_scales', 'blocks_carrying', 'prediction_loss', 'evaluate',
            'training_optimizer', 'train_epoch', 'fit', 'training_step_seconds', 'regression_baselines',
            'classification_baselines', 'sklearn_baselines', 'manifold_points', 'besov_target', 'manifold_dimensions',
-           'manifold_response', 'manifold_data', 'excess_error']
+           'manifold_response', 'manifold_data', 'excess_error', 'SparsityRun', 'sparsity_run']
 
 # %% ../../nbs/convresnext/30_network.ipynb #6e9b98a8
 def same_conv(
@@ -505,3 +514,41 @@ def excess_error(
     if task == "regression":
         return float(((torch.as_tensor(pred).double() - clean) ** 2).mean())
     return float((torch.as_tensor(pred).long() != (clean > clean.median()).long()).double().mean())
+
+# %% ../../nbs/convresnext/30_network.ipynb #dd317afa
+@dataclass
+class SparsityRun:
+    "One training of the block-sparsity study: N blocks of M paths, SGD with weight decay λ, on a curve in ℝ^D."
+
+    blocks: int  # N
+    paths: int  # M
+    weight_decay: float  # λ (0: none)
+    steps: int  # SGD steps of batch 32 (as max(1, steps · 32 // n) epochs)
+    n: int = 800  # training samples
+    D: int = 30  # ambient dimension
+    noise: float = 0.1  # response noise
+    width: int = 8  # w
+    layers: int = 3  # L
+    kernel: int = 6  # K
+    lr: float = 0.01  # SGD learning rate (momentum 0.9)
+    share: float = 0.9  # share of the total scale to be carried
+    test_size: int = 2000  # test points
+    seed: int = 0  # seed of the data (sample seed, seed + 1 for the test points), the initialization and the batches
+    device: str = "cpu"  # where it trains
+
+# %% ../../nbs/convresnext/30_network.ipynb #12cd3a58
+def sparsity_run(
+    run: SparsityRun,  # the training
+) -> dict:
+    "`scales` (N × M nested lists), `carrying` (paths carrying `share` of their total) and `test_mse` of one training."
+    dev = resolve_device(run.device)
+    train = manifold_data(run.n, run.D, noise=run.noise, seed=run.seed, embedding_seed=run.seed)
+    test = manifold_data(run.test_size, run.D, noise=run.noise, seed=run.seed + 1, embedding_seed=run.seed)
+    shape = dict(D=run.D, width=run.width, layers=run.layers, kernel=run.kernel, paths=run.paths, blocks=run.blocks)
+    net = ConvResNeXt(**shape, seed=run.seed).to(dev)
+    sgd = dict(optimizer="sgd", lr=run.lr, weight_decay=run.weight_decay, epochs=max(1, run.steps * 32 // run.n))
+    x, y = train["x"].to(dev), train["y"].to(dev)
+    fit(net, x, y, "regression", **sgd, batch_size=32, seed=run.seed, show_progress=False)
+    scales = block_scales(net).cpu()
+    test_mse = evaluate(net, test["x"].to(dev), test["y"].to(dev))
+    return {"scales": scales.tolist(), "carrying": blocks_carrying(scales, run.share), "test_mse": test_mse}
