@@ -419,9 +419,10 @@ def test_the_book_links_back_to_the_repository():
     cfg = configparser.ConfigParser(delimiters=["="])
     cfg.read(REPO / "settings.ini")
     conf = yaml.safe_load((BOOK / "_config.yml").read_text())
-    assert conf["repository"]["url"] == cfg["DEFAULT"]["git_url"]
-    assert conf["html"]["use_repository_button"] and conf["html"]["use_issues_button"]
-    assert conf["html"]["use_edit_page_button"]
+    theme = conf["sphinx"]["config"]["html_theme_options"]  # what the theme is given (it replaces `html:`)
+    assert conf["repository"]["url"] == theme["repository_url"] == cfg["DEFAULT"]["git_url"]
+    assert theme["use_repository_button"] and theme["use_issues_button"] and theme["use_edit_page_button"]
+    assert any(link["url"] == cfg["DEFAULT"]["git_url"] + "/releases" for link in theme["icon_links"])
 
 
 _LAYOUT = """<script>
