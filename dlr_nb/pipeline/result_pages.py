@@ -16,8 +16,8 @@ from .pages import reproduce_markdown
 from .store import Kept
 
 # %% auto #0
-__all__ = ['SMOKE_NOTE', 'merged_notebook', 'fold_code', 'clean_outputs', 'verdict_panel', 'banner', 'protocol_section',
-           'result_page']
+__all__ = ['SMOKE_NOTE', 'merged_notebook', 'fold_code', 'clean_outputs', 'describe_figures', 'verdict_panel', 'banner',
+           'protocol_section', 'result_page']
 
 # %% ../../nbs/pipeline/95_result_pages.ipynb #a0b65d11
 def _tags(cell) -> list[str]:
@@ -94,6 +94,17 @@ def clean_outputs(
             kept.append(out)
         if cell.cell_type == "code":
             cell.outputs = kept
+    return nb
+
+# %% ../../nbs/pipeline/95_result_pages.ipynb #1895ecf3
+def describe_figures(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    "Give each captioned figure its caption's first sentence as alternative text."
+    for cell in nb.cells:
+        mystnb = cell.get("metadata", {}).get("mystnb", {})
+        caption = mystnb.get("figure", {}).get("caption")
+        if caption and "alt" not in mystnb.get("image", {}):
+            first = re.split(r"(?<=[.!?])\s", caption.strip(), maxsplit=1)[0]
+            mystnb.setdefault("image", {})["alt"] = first[:200]
     return nb
 
 # %% ../../nbs/pipeline/95_result_pages.ipynb #48d1fea6
@@ -186,7 +197,8 @@ def result_page(
             cell.outputs = [] if cell.cell_type == "code" else cell.get("outputs")
         nb.cells = [c for c in nb.cells if c.cell_type == "markdown"]
     else:
-        nb = clean_outputs(fold_code(merged_notebook(tpl, nbformat.read(kept.notebook, as_version=4))), list(roots))
+        nb = merged_notebook(tpl, nbformat.read(kept.notebook, as_version=4))
+        nb = clean_outputs(describe_figures(fold_code(nb)), list(roots))
         res = kept.results
     profile = kept.profile if kept else "cpu"
     head = [banner(profile, state if kept is None or kept.ok else "damaged", reasons, name)]
