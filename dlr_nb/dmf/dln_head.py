@@ -5,17 +5,21 @@
 # %% ../../nbs/dmf/13_dln_head.ipynb #8b789b7c
 from __future__ import annotations
 import copy
+import functools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..core import Timer, check_choice, check_loss, check_range, check_type
+from ..data import make_mnist1d
 from .factorization import CompressedFactorization, DeepFactorization, FactorChain, compress_factorization
 
 # %% auto #0
-__all__ = ['HEAD_OPTIMIZERS', 'DLNClassifier', 'add_deep_linear', 'HeadLoss', 'compress_head', 'block_parameters',
-           'head_optimizer', 'classifier_accuracy', 'minibatch_step', 'train_timed', 'time_to_accuracy']
+__all__ = ['HEAD_OPTIMIZERS', 'MNIST1D_CLASSES', 'HEAD_MODELS', 'DLNClassifier', 'add_deep_linear', 'HeadLoss', 'compress_head',
+           'block_parameters', 'head_optimizer', 'classifier_accuracy', 'minibatch_step', 'train_timed',
+           'time_to_accuracy', 'mnist1d_data', 'HeadTrial', 'head_models', 'head_trial']
 
 # %% ../../nbs/dmf/13_dln_head.ipynb #fd031464
 class DLNClassifier(nn.Module):
@@ -218,3 +222,69 @@ def time_to_accuracy(
         if acc >= level:
             return v
     return float("nan")
+
+# %% ../../nbs/dmf/13_dln_head.ipynb #991454a8
+@functools.cache
+def mnist1d_data(
+    num_samples: int,  # MNIST-1D sequences, 80 % of them for training
+    device: str = "cpu",  # where the tensors go
+) -> dict[str, torch.Tensor]:
+    "MNIST-1D (`data.make_mnist1d`, seed 42) standardised by the training inputs' mean and std; one copy per process."
+    raw = make_mnist1d(num_samples=num_samples)
+    mu, sd = raw["x"].mean(), raw["x"].std()
+    return {k: ((v - mu) / sd if k.startswith("x") else v).to(device) for k, v in raw.items()}
+
+# %% ../../nbs/dmf/13_dln_head.ipynb #9d162ce4
+@dataclass(frozen=True)
+class HeadTrial:
+    "One seed of the head comparison as plain values: the data, the three models and the training they share."
+
+    seed: int  # s: the MLP from s, the block from s + 1000, the compression's batch s + 2000, the minibatches s + 3000
+    dims: tuple  # the MLP's sizes [input, hidden…]; the block is as wide as the last
+    num_samples: int = 5000  # MNIST-1D sequences
+    depth: int = 3  # L, the block's number of factors
+    scale: float = 0.5  # ε, the block's orthogonal start
+    rank: int = 10  # r̂: the compressed block has width 2r̂
+    gamma: float = 0.0  # learning-rate ratio of the compressed block's outer factors
+    optimizer: str = "sgd"  # adam or sgd
+    lr: float = 0.05  # learning rate of all three models
+    momentum: float = 0.9  # SGD's momentum
+    batch_size: int = 128  # minibatch size, also the compression's batch
+    steps: int = 1500  # iterations per model
+    eval_every: int = 50  # iterations between test evaluations
+    device: str = "cpu"  # where the models train
+
+# %% ../../nbs/dmf/13_dln_head.ipynb #24b03a2d
+MNIST1D_CLASSES = 10
+
+
+def head_models(
+    trial: HeadTrial,  # the seed and the settings
+    data: dict[str, torch.Tensor],  # `mnist1d_data`
+) -> tuple[DLNClassifier, DLNClassifier, DLNClassifier, float]:
+    "The original MLP, it with the deep linear block, it with the block compressed; and the compression's seconds."
+    original = DLNClassifier(list(trial.dims), MNIST1D_CLASSES, seed=trial.seed).to(trial.device)
+    dln = add_deep_linear(original, depth=trial.depth, scale=trial.scale, seed=trial.seed + 1000)
+    order = torch.randperm(len(data["x"]), generator=torch.Generator().manual_seed(trial.seed + 2000))
+    batch = order[: trial.batch_size].to(trial.device)
+    with Timer(trial.device) as t:
+        cdln = compress_head(dln, data["x"][batch], data["y"][batch], rank_estimate=trial.rank, gamma=trial.gamma)
+    return original, dln, cdln, t.seconds
+
+# %% ../../nbs/dmf/13_dln_head.ipynb #ca13d76f
+HEAD_MODELS = ("original", "+ DLN", "+ C-DLN")
+
+
+def head_trial(
+    trial: HeadTrial,  # the seed and the settings
+) -> list[dict]:
+    "A trial: one seed's three models trained alike; per model its name, `train_timed` log, build seconds, block size."
+    data = mnist1d_data(trial.num_samples, trial.device)
+    *models, build = head_models(trial, data)
+    schedule = dict(steps=trial.steps, lr=trial.lr, optimizer=trial.optimizer, momentum=trial.momentum)
+    schedule |= dict(batch_size=trial.batch_size, eval_every=trial.eval_every, seed=trial.seed + 3000)
+    out = []
+    for name, model, offset in zip(HEAD_MODELS, models, (0.0, 0.0, build)):
+        log = train_timed(model, data, **schedule, time_offset=offset)
+        out.append({"model": name, "log": log, "build_seconds": offset, "block_params": block_parameters(model)})
+    return out
