@@ -4,6 +4,8 @@
 
 # %% ../../nbs/pruning/43_mlpnet.ipynb #a1b2c003
 from __future__ import annotations
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -11,14 +13,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import check_range
+from ..core import PeakMemory, Timer, check_choice, check_range, resolve_device
 from ..data import DataFormatError, has_data, load_checkpoint, load_mnist
-from .prune import accuracy
+from .fisher import empirical_fisher
+from .prune import accuracy, prune, removed_mask
 from ..stats import mean_interval
 
 # %% auto #0
 __all__ = ['HELD_OUT', 'TABLE1_METHODS', 'TABLE1', 'MLPNet', 'load_mlpnet', 'fisher_split', 'paper_accuracy', 'scored_row',
-           'accuracy_table', 'seed_differences', 'paired_comparison', 'one_at_a_time']
+           'accuracy_table', 'seed_differences', 'paired_comparison', 'one_at_a_time', 'MLPNetInputs', 'mlpnet_inputs',
+           'shared_fisher', 'PruneTrial', 'prune_trial', 'table_trials', 'KnobTrial', 'knob_trial']
 
 # %% ../../nbs/pruning/43_mlpnet.ipynb #a1b2c006
 class MLPNet(nn.Module):
@@ -216,3 +220,137 @@ def one_at_a_time(
             if setting not in grid:
                 grid.append(setting)
     return grid
+
+# %% ../../nbs/pruning/43_mlpnet.ipynb #27cb7d6b
+@dataclass(frozen=True)
+class MLPNetInputs:
+    "What every pruning of the study shares: the Fisher's images, its damping and the device."
+
+    samples: int  # images of the Fisher and of CBS-S's losses, the first of their set
+    source: str = "test"  # train or test: the set they come from (see `fisher_split`)
+    damping: float = 1e-3  # λ of the damped empirical Fisher
+    device: str = "cpu"  # where the network and the images live
+
+    def __post_init__(self):
+        check_choice("source", self.source, ["train", "test"])
+
+# %% ../../nbs/pruning/43_mlpnet.ipynb #9d59bc77
+@functools.lru_cache(maxsize=1)
+def mlpnet_inputs(
+    spec: MLPNetInputs,  # the images and the device
+) -> dict:
+    "`net` (MLPNet on the device), the (images, labels) pairs `fit`, `held` and `test` of `fisher_split`, `source`."
+    dev = resolve_device(spec.device)
+    split = fisher_split(spec.samples, use_train=spec.source == "train")
+    pairs = {k: tuple(t.to(dev) for t in split[k]) for k in ("fit", "held", "test")}
+    return {"net": load_mlpnet().to(dev), **pairs, "source": split["source"]}
+
+# %% ../../nbs/pruning/43_mlpnet.ipynb #340f616d
+@functools.lru_cache(maxsize=1)
+def shared_fisher(
+    spec: MLPNetInputs,  # the images and the damping
+):
+    "The damped empirical Fisher of MLPNet on the spec's images, built once per process."
+    inputs = mlpnet_inputs(spec)
+    return empirical_fisher(inputs["net"], *inputs["fit"], spec.damping)
+
+# %% ../../nbs/pruning/43_mlpnet.ipynb #67a8a181
+@dataclass
+class PruneTrial:
+    "One pruning of MLPNet, and where `cbs_u` names it, CBS's update on its mask as a second row."
+
+    inputs: MLPNetInputs  # the images, the Fisher and the device
+    sparsity: float  # share of the weights removed
+    method: str  # mp, wf-s, cbs-s, wf, cbs or obc
+    seed: int = 0  # RMP's random stream (CBS-S, CBS)
+    cbs_u: str | None = None  # the method of the second row, e.g. cbs after cbs-s, mp+cbs-u after mp (None: none)
+    wf_scale: float = 0.9  # scaling of WF's joint update
+    tries: int = 50  # RMP random tries of CBS-S
+    iterations: int = 100  # swap passes of CBS-S at most
+
+# %% ../../nbs/pruning/43_mlpnet.ipynb #d0a00c93
+def _prune_options(trial) -> dict:
+    "The arguments of `prune` shared by the study's prunings: images, Fisher, WF's scale, RMP tries, swap passes."
+    spec = trial.inputs
+    return dict(
+        data=mlpnet_inputs(spec)["fit"],
+        fisher_samples=spec.samples,
+        damping=spec.damping,
+        fisher=shared_fisher(spec),
+        wf_scale=trial.wf_scale,
+        tries=trial.tries,
+        iterations=trial.iterations,
+        show_progress=False,
+    )
+
+# %% ../../nbs/pruning/43_mlpnet.ipynb #1048dbf8
+def prune_trial(
+    trial: PruneTrial,  # the pruning
+) -> list[dict]:
+    "The scored row of the trial's pruning, and a second for CBS's update on its mask where `cbs_u` names one."
+    inputs, kw, dev = mlpnet_inputs(trial.inputs), _prune_options(trial), resolve_device(trial.inputs.device)
+    splits = {"held_out": inputs["held"], "all": inputs["test"], "seen": inputs["fit"]}
+    s, seed = trial.sparsity, trial.seed
+    with PeakMemory(device=dev) as mem, Timer(dev) as t:
+        model, rep = prune(inputs["net"], s, trial.method, seed=seed, **kw)
+    rows = [scored_row(model, trial.method, s, seed, splits, rep, t.seconds, mem.peak)]
+    if trial.cbs_u is not None:
+        with PeakMemory(device=dev) as mem, Timer(dev) as t2:
+            model, rep = prune(inputs["net"], s, "cbs", seed=seed, removed=removed_mask(model), **kw)
+        rows.append(scored_row(model, trial.cbs_u, s, seed, splits, rep, t.seconds + t2.seconds, mem.peak))
+    return rows
+
+# %% ../../nbs/pruning/43_mlpnet.ipynb #6e8e37ce
+def table_trials(
+    inputs: MLPNetInputs,  # what every pruning shares
+    sparsities: list[float],  # the table's sparsities
+    methods: list[str],  # its methods
+    seeds: list[int],  # the seeds of CBS-S and CBS (the other methods run with the first)
+    cbs_u_masks: tuple[str, ...] = (),  # mp and/or wf-s: masks that also get CBS's update
+    **options,  # wf_scale, tries and iterations of every trial
+) -> list[PruneTrial]:
+    "The trials of the accuracy table, in the order of its rows."
+    for m in cbs_u_masks:
+        check_choice("cbs_u_masks", m, ["mp", "wf-s"])
+    trials = []
+    for s in sparsities:
+        for m in [m for m in methods if m != "cbs" or "cbs-s" not in methods]:  # such a CBS follows CBS-S
+            then = "cbs" if m == "cbs-s" and "cbs" in methods else f"{m}+cbs-u" if m in cbs_u_masks else None
+            for seed in seeds if m in ("cbs-s", "cbs") else seeds[:1]:
+                trials.append(PruneTrial(inputs, s, m, seed, then, **options))
+    return trials
+
+# %% ../../nbs/pruning/43_mlpnet.ipynb #0e29892e
+@dataclass
+class KnobTrial:
+    "One CBS-S selection (no update) with the swap search's ρ, τ and ε set."
+
+    inputs: MLPNetInputs  # the images, the Fisher and the device
+    sparsity: float  # share of the weights removed
+    rho: int  # swap partners scanned on either side of a weight's rank (ρ)
+    tau: int  # weights without a profitable partner that end a pass (τ)
+    eps: float  # smallest decrease of f that counts as a swap (ε)
+    seed: int = 0  # RMP's random stream
+    wf_scale: float = 0.9  # scaling of WF's joint update (unused by CBS-S; as every pruning of the study)
+    tries: int = 50  # RMP random tries
+    iterations: int = 100  # swap passes at most
+
+# %% ../../nbs/pruning/43_mlpnet.ipynb #4a96b091
+def knob_trial(
+    trial: KnobTrial,  # the setting
+) -> dict:
+    "Held-out accuracy (%) of CBS-S's mask, the search's loss, cost f (start, end), passes and swaps, and seconds."
+    inputs, dev = mlpnet_inputs(trial.inputs), resolve_device(trial.inputs.device)
+    knobs = dict(rho=trial.rho, tau=trial.tau, eps=trial.eps)
+    with Timer(dev) as t:
+        model, rep = prune(inputs["net"], trial.sparsity, "cbs-s", seed=trial.seed, **knobs, **_prune_options(trial))
+    found = rep["search"]
+    return {
+        "acc_held_out": 100 * accuracy(model, *inputs["held"]),
+        "fit_loss": found["loss"],
+        "cost_f": found["cost"],
+        "init_cost_f": found["init_cost"],
+        "passes": found["passes"],
+        "swaps": found["swaps"],
+        "seconds": t.seconds,
+    }
