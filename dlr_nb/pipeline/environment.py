@@ -36,7 +36,7 @@ def git_commit(root: str | Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
-
+# %% ../../nbs/pipeline/81_environment.ipynb #0c355cba
 def device_name(device: str | torch.device = "auto") -> str:
     "A human name for `device`: the GPU model, or the CPU's model and core count."
     device = resolve_device(device)
@@ -50,7 +50,7 @@ def device_name(device: str | torch.device = "auto") -> str:
                 break
     return f"{model} ({os.cpu_count()} cores)"
 
-
+# %% ../../nbs/pipeline/81_environment.ipynb #26883903
 def environment_info(device: str | torch.device = "auto") -> dict:
     "Versions and device of this run, as recorded in every results JSON."
     import dlr_nb
@@ -102,7 +102,7 @@ def system_report(device: str | torch.device = "auto") -> dict:
         out.update(cuda=torch.version.cuda, gpu_memory_gib=round(props.total_memory / 2**30, 1))
     return out
 
-
+# %% ../../nbs/pipeline/81_environment.ipynb #6187e78f
 def matmul_gflops(
     n: int,  # matrix size
     dtype: str | torch.dtype = "float32",  # element type
