@@ -24,7 +24,7 @@ __all__ = ['MAX_ITEMS', 'TYPES', 'REQUIRED', 'BUILTIN', 'UsageError', 'shown', '
 class UsageError(ValueError):
     "A bad experiment name, profile or parameter given by the user (the CLI exits with status 2)."
 
-
+# %% ../../nbs/pipeline/89_parameters.ipynb #a69e35da
 def shown(
     value,  # a value to quote in an error message
     limit: int = 80,  # characters at most
@@ -33,7 +33,7 @@ def shown(
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 20]}… ({len(text)} characters)"
 
-
+# %% ../../nbs/pipeline/89_parameters.ipynb #ac425b38
 class TemplateError(ValueError):
     "An experiment template that breaks the experiment contract."
 
@@ -43,7 +43,7 @@ _LIST_OF = re.compile(r"^(?P<kind>ints|floats|NxM) in (?P<interval>.+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,199}$")
 MAX_ITEMS = 64  # longest comma-separated list a parameter accepts
 
-
+# %% ../../nbs/pipeline/89_parameters.ipynb #10a82874
 @dataclass(frozen=True)
 class Constraint:
     "The values a parameter allows, parsed from the `allowed:` part of its comment."
@@ -68,23 +68,20 @@ def _parse_interval(text: str) -> dict:
         raise ValueError(f"empty interval {text!r}")
     return dict(low=low, high=high, low_open=m["lo_b"] == "(", high_open=m["hi_b"] == ")")
 
-
-def parse_constraint(text: str) -> Constraint:
-    "The `Constraint` written as `text` (see the table above); a `ValueError` for anything else."
-    spec = text.strip()
+# %% ../../nbs/pipeline/89_parameters.ipynb #b75935a4
+def _with_modifier(spec: str) -> Constraint | None:
+    "`distinct LIST` or `LIST or empty`: the list's `Constraint` with that flag set; None for any other spec."
     if spec.startswith("distinct ") and spec.removeprefix("distinct ").startswith(("ints in", "floats in", "NxM in")):
         inner = parse_constraint(spec.removeprefix("distinct "))
         return Constraint(**{**inner.__dict__, "text": spec, "distinct": True})
     if spec.endswith(" or empty") and spec.startswith(("ints in", "floats in", "NxM in", "list of")):
         inner = parse_constraint(spec.removesuffix(" or empty"))
         return Constraint(**{**inner.__dict__, "text": spec, "empty_ok": True})
-    if spec == "name":
-        return Constraint(spec, "name")
-    if spec.startswith(("[", "(")):
-        return Constraint(spec, "interval", **_parse_interval(spec))
-    m = _LIST_OF.match(spec)
-    if m:
-        return Constraint(spec, m["kind"], **_parse_interval(m["interval"]))
+    return None
+
+# %% ../../nbs/pipeline/89_parameters.ipynb #1e89a90f
+def _parse_words(spec: str, text: str) -> Constraint:
+    "`a | b` or `list of a | b` as a `Constraint`; a `ValueError` quoting `text` for anything else."
     words = spec.removeprefix("list of ").split("|")
     choices = tuple(w.strip() for w in words)
     is_list = spec.startswith("list of ")
@@ -94,6 +91,22 @@ def parse_constraint(text: str) -> Constraint:
         )
     return Constraint(spec, "list" if is_list else "choices", choices=choices)
 
+# %% ../../nbs/pipeline/89_parameters.ipynb #57d7c453
+def parse_constraint(text: str) -> Constraint:
+    "The `Constraint` written as `text` (see the table above); a `ValueError` for anything else."
+    spec = text.strip()
+    modified = _with_modifier(spec)
+    if modified is not None:
+        return modified
+    if spec == "name":
+        return Constraint(spec, "name")
+    if spec.startswith(("[", "(")):
+        return Constraint(spec, "interval", **_parse_interval(spec))
+    m = _LIST_OF.match(spec)
+    if m:
+        return Constraint(spec, m["kind"], **_parse_interval(m["interval"]))
+    return _parse_words(spec, text)
+
 # %% ../../nbs/pipeline/89_parameters.ipynb #0df5fc1f
 def _in_interval(c: Constraint, x: float) -> bool:
     if not math.isfinite(x) and not (math.isinf(x) and (x == c.low or x == c.high)):
@@ -102,7 +115,7 @@ def _in_interval(c: Constraint, x: float) -> bool:
     high_ok = x < c.high if c.high_open else x <= c.high
     return low_ok and high_ok
 
-
+# %% ../../nbs/pipeline/89_parameters.ipynb #5951d618
 def _items(value: str, distinct: bool = False) -> list[str]:
     "The items of a comma-separated list: ASCII, none empty, at most `MAX_ITEMS` (and none repeated if `distinct`)."
     items = [t.strip() for t in str(value).split(",")]
@@ -112,20 +125,9 @@ def _items(value: str, distinct: bool = False) -> list[str]:
         raise ValueError
     return items
 
-
-def _satisfies(c: Constraint, value: Any) -> bool:
-    "Whether `value` is allowed by `c` (lists are given as comma-separated text)."
-    if c.kind == "interval":
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            return False
-        try:
-            return _in_interval(c, float(value))
-        except OverflowError:  # an int too large for a float lies outside every interval of a template
-            return False
-    if c.kind == "choices":
-        return str(value) in c.choices
-    if c.kind == "name":
-        return isinstance(value, str) and bool(_NAME.match(value))
+# %% ../../nbs/pipeline/89_parameters.ipynb #de0074e9
+def _list_satisfies(c: Constraint, value: Any) -> bool:
+    "Whether the comma-separated `value` is allowed by a list constraint (ints, floats, NxM or list)."
     if c.empty_ok and str(value).strip() == "":
         return True
     try:
@@ -140,7 +142,23 @@ def _satisfies(c: Constraint, value: Any) -> bool:
     except ValueError:
         return False
 
+# %% ../../nbs/pipeline/89_parameters.ipynb #bc3db50e
+def _satisfies(c: Constraint, value: Any) -> bool:
+    "Whether `value` is allowed by `c` (lists are given as comma-separated text)."
+    if c.kind == "interval":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        try:
+            return _in_interval(c, float(value))
+        except OverflowError:  # an int too large for a float lies outside every interval of a template
+            return False
+    if c.kind == "choices":
+        return str(value) in c.choices
+    if c.kind == "name":
+        return isinstance(value, str) and bool(_NAME.match(value))
+    return _list_satisfies(c, value)
 
+# %% ../../nbs/pipeline/89_parameters.ipynb #788fa78c
 def check_value(c: Constraint, name: str, value: Any, experiment: str = "") -> Any:
     "Return `value` if `c` allows it, else raise `UsageError` naming `name` and the allowed values."
     if not _satisfies(c, value):
@@ -153,7 +171,7 @@ TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 REQUIRED = ("profile", "device", "seed")
 BUILTIN = ("profile", "device")  # checked by the runner itself (--profile, --device)
 
-
+# %% ../../nbs/pipeline/89_parameters.ipynb #0b8f671f
 @dataclass
 class Parameter:
     "One parameter of an experiment template."
@@ -173,7 +191,7 @@ class Parameter:
             return check_value(self.allowed, self.name, value, experiment)
         return value
 
-
+# %% ../../nbs/pipeline/89_parameters.ipynb #36a7de8c
 def _comments(source: str) -> dict[int, str]:
     "Trailing comments of `source` by line number."
     out = {}
@@ -206,7 +224,7 @@ def _parameter(node: ast.AnnAssign, comment: str, where: str) -> Parameter:
         raise TemplateError(f"{where}: the default of {name} ({default!r}) is not {spec.strip()}") from None
     return param
 
-
+# %% ../../nbs/pipeline/89_parameters.ipynb #f6e36319
 def parse_parameters(
     source: str,  # the source of a parameters cell
     where: str = "template",  # named in errors
@@ -269,7 +287,7 @@ def _side(node: ast.AST, values: dict) -> Any:
         return _RULE_FUNCS[node.func.id](numbers) if numbers else None
     raise ValueError(f"a rule may use numbers, parameters and min/max/len of one; got {ast.unparse(node)!r}")
 
-
+# %% ../../nbs/pipeline/89_parameters.ipynb #e21542a6
 def check_rules(
     params: dict[str, Parameter],  # the template's parameters
     values: dict,  # the run's value of every parameter
@@ -324,7 +342,7 @@ def _literal_table(node: ast.AST) -> dict:
         }
     raise ValueError("not a literal table")
 
-
+# %% ../../nbs/pipeline/89_parameters.ipynb #c4e3237f
 def profile_table(nb: nbformat.NotebookNode) -> dict[str, dict] | None:
     "The profile table of a template's `ExperimentRun.start` call, or None."
     for cell in nb.cells:
