@@ -39,8 +39,10 @@ def test_wheel_contents(fresh_env):
     import zipfile
 
     names = zipfile.ZipFile(fresh_env[1]).namelist()
-    for mod in ("core", "data", "runner", "book", "cli"):
+    for mod in ("core", "data", "models", "pipeline/runner", "pipeline/book", "pipeline/cli", "dmf/factorization"):
         assert f"dlr_nb/{mod}.py" in names
+    for part in ("pipeline", "dmf", "deeplora", "convresnext", "pruning", "collapse"):
+        assert f"dlr_nb/{part}/__init__.py" in names
     assert not any(n.startswith(("nbs/", "tests/", "book/")) for n in names)
 
 
