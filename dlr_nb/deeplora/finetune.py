@@ -5,6 +5,7 @@
 # %% ../../nbs/deeplora/22_finetune.ipynb #d930855f
 from __future__ import annotations
 import copy
+import functools
 import math
 import os
 import time
@@ -32,7 +33,8 @@ __all__ = ['MINILM', 'LORA_INITS', 'ADAPTERS', 'ADAPTER_LABELS', 'TextTask', 'lo
            'batch_of', 'text_task_loss', 'metrics', 'evaluate_model', 'load_encoder', 'peft_lora', 'adapted_model',
            'adapted_copy', 'adapter_gamma', 'FinetuneConfig', 'learning_rate', 'adapter_optimizer', 'linear_schedule',
            'distributed_context', 'parallel_model', 'batch_indices', 'training_step', 'evaluation_due',
-           'save_checkpoint', 'finetune', 'batch_loss', 'fewshot_trial', 'seeds_to_resolve']
+           'save_checkpoint', 'finetune', 'batch_loss', 'fewshot_trial', 'FewshotRun', 'shared_encoder',
+           'fewshot_model', 'fewshot_record', 'final_score', 'fewshot_run', 'half_loss_step', 'seeds_to_resolve']
 
 # %% ../../nbs/deeplora/22_finetune.ipynb #b00edefc
 @dataclass
@@ -576,6 +578,106 @@ def fewshot_trial(
     trainable = config.outer_lr_ratio > 0
     model, _ = adapted_copy(base, kind, targets, rank, config.seed, loss_fn, train_modules, lora_init, trainable, dev)
     return model, finetune(model, tokenizer, train, config, eval_data, dev, show_progress=False, callback=callback)
+
+# %% ../../nbs/deeplora/22_finetune.ipynb #0e67a92c
+@dataclass
+class FewshotRun:
+    "One few-shot run named by value: what a worker process needs to make it."
+
+    kind: str  # one of ADAPTERS
+    samples: int  # training examples, drawn by few_shot with config.seed
+    config: FinetuneConfig  # the optimisation; config.seed also draws the examples and seeds the adapters
+    task: str = "stsb"  # stsb or sst2
+    model_name: str = MINILM  # the encoder, as for load_encoder
+    head_seed: int = 0  # seed of the new head (the same for every run)
+    pooling: str = "cls"  # what the head reads: cls or mean, as for load_encoder
+    targets: str = "all-dense"  # a preset, as for `dlr_nb.deeplora.adapters.inject`
+    rank: int = 8  # the adapter's rank r, as for adapted_model
+    train_head: bool = False  # the head (`classifier`) trained with the adapter
+    lora_init: str = "reference"  # peft LoRA's initialisation, see peft_lora
+    eval_samples: int = 1500  # validation examples evaluated: the first of the split (all if fewer)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
+
+# %% ../../nbs/deeplora/22_finetune.ipynb #67407c7b
+@functools.lru_cache(maxsize=4)
+def _loaded_encoder(name: str, num_labels: int, seed: int, pooling: str):
+    if pooling == "mean":
+        from dlr_nb.deeplora.pooling import MeanPooledClassifier
+
+        model, tokenizer = _loaded_encoder(name, num_labels, seed, "cls")
+        return MeanPooledClassifier(copy.deepcopy(model)), tokenizer
+    return load_encoder(name, num_labels, seed, pooling=pooling)
+
+
+def shared_encoder(
+    name: str = MINILM,  # all-MiniLM-L6-v2 (bundled) or a Hugging Face name or path
+    num_labels: int = 1,  # outputs of the new head
+    seed: int = 0,  # seed of the new head's initialisation
+    pooling: str = "cls",  # cls, or mean: the cls model read by the mean of its token states
+):
+    "load_encoder's model and tokenizer, loaded once per process: callers copy the model, never change it."
+    return _loaded_encoder(name, num_labels, seed, pooling)
+
+# %% ../../nbs/deeplora/22_finetune.ipynb #5fdd1118
+_VALIDATION = {"stsb": "dev", "sst2": "validation"}  # the GLUE validation split of each task
+
+
+@functools.lru_cache(maxsize=8)
+def _split(task: str, split: str, first: int | None = None) -> TextTask:
+    "A split read once per process (its first `first` examples if given)."
+    data = load_task(task, split)
+    return data if first is None else data.subset(range(min(first, len(data))))
+
+
+def fewshot_model(
+    run: FewshotRun,  # the run
+    callback=None,  # callback(step, model), as in finetune
+) -> tuple[nn.Module, list[dict]]:
+    "fewshot_trial on the data and the model `run` names; returns the trained model and the log."
+    full = _split(run.task, "train")
+    base, tokenizer = shared_encoder(run.model_name, full.num_labels, run.head_seed, run.pooling)
+    train = few_shot(full, run.samples, seed=run.config.seed)
+    val = _split(run.task, _VALIDATION[run.task], run.eval_samples)
+    head = ("classifier",) if run.train_head else ()
+    args = (run.targets, run.rank, run.device, callback, head, run.lora_init)
+    return fewshot_trial(base, tokenizer, run.kind, train, val, run.config, *args)
+
+# %% ../../nbs/deeplora/22_finetune.ipynb #59bc06d8
+def fewshot_record(
+    log: list[dict],  # finetune's log, evaluated after the last step
+) -> dict:
+    "The last evaluation's metrics (None where not finite), every step's training loss and the seconds, as JSON values."
+    last = log[-1]
+    scores = {k: last[k] for k in ("pearson", "spearman", "accuracy", "mcc") if k in last}
+    return {
+        "metrics": {k: v if math.isfinite(v) else None for k, v in scores.items()},
+        "losses": [r["loss"] for r in log],
+        "train_seconds": last["train_seconds"],
+        "eval_seconds": last.get("eval_seconds"),
+    }
+
+# %% ../../nbs/deeplora/22_finetune.ipynb #83922255
+def final_score(
+    record: dict,  # from fewshot_record
+    metric: str,  # pearson, spearman, accuracy or mcc
+) -> float:
+    "The record's last `metric`, NaN where it has none (not finite)."
+    value = record["metrics"][metric]
+    return float("nan") if value is None else value
+
+# %% ../../nbs/deeplora/22_finetune.ipynb #7ac3c2ff
+def fewshot_run(
+    run: FewshotRun,  # the run
+) -> dict:
+    "Make the run `run` names; its record (fewshot_record)."
+    return fewshot_record(fewshot_model(run)[1])
+
+# %% ../../nbs/deeplora/22_finetune.ipynb #0f96fa1d
+def half_loss_step(
+    losses: list[float],  # the training loss of steps 1, 2, ...
+) -> int | None:
+    "The first step whose loss is below half the first step's, or None."
+    return next((step for step, loss in enumerate(losses, 1) if loss < 0.5 * losses[0]), None)
 
 # %% ../../nbs/deeplora/22_finetune.ipynb #2aff9630
 def seeds_to_resolve(
