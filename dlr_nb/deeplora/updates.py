@@ -4,15 +4,18 @@
 
 # %% ../../nbs/deeplora/23_updates.ipynb #b48b52e8
 from __future__ import annotations
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from ..core import check_range
 from .adapters import adapters
-from ..lowrank import subspace_similarity
+from .finetune import FewshotRun, fewshot_model, fewshot_record
+from ..lowrank import numerical_rank, reference_rank, subspace_similarity
 
 # %% auto #0
-__all__ = ['delta_weights', 'initial_gradients', 'UpdateTracker']
+__all__ = ['delta_weights', 'initial_gradients', 'UpdateTracker', 'update_summary', 'TrackedRun', 'tracked_run']
 
 # %% ../../nbs/deeplora/23_updates.ipynb #e3b182ee
 def delta_weights(
@@ -99,3 +102,46 @@ def _similarity_to_final(self: UpdateTracker) -> dict[str, list[float]]:
 
 
 UpdateTracker.similarity_to_final = _similarity_to_final
+
+# %% ../../nbs/deeplora/23_updates.ipynb #0a1c462b
+def update_summary(
+    final: dict[str, torch.Tensor],  # the final updates (delta_weights)
+    tracker: UpdateTracker,  # the tracker that followed the run
+    rank: int,  # r: the adapter's rank (the cap of a capped count)
+    tol: float = 1e-3,  # τ: ‖ΔW‖₂ at or below it is rank 0; the count of σ above it
+    capped: bool = True,  # the reference's count for Deep LoRA (capped at r, 0 below τ); False: LoRA's
+) -> dict[str, dict]:
+    "Per layer: shape, reference rank, #σ > τ, spectral and Frobenius norms, singular values and s(U_t, U_T) per step."
+    similarity = tracker.similarity_to_final()
+    return {
+        n: {
+            "shape": list(D.shape),
+            "rank": reference_rank(D, rank, tol, capped=capped),
+            "above_tol": numerical_rank(D, atol=tol),
+            "norm": float(torch.linalg.matrix_norm(D, 2)),
+            "frobenius": float(D.norm()),
+            "singular_values": [v[n].tolist() for v in tracker.values],
+            "similarity": similarity[n],
+        }
+        for n, D in final.items()
+    }
+
+# %% ../../nbs/deeplora/23_updates.ipynb #96898f35
+@dataclass
+class TrackedRun:
+    "A few-shot run whose updates are tracked, named by value."
+
+    run: FewshotRun  # the run
+    every: int = 10  # record the updates every this many steps (and at step 0)
+    subspace: int = 2  # k: the size of the tracked singular subspace
+    tol: float = 1e-3  # τ: ‖ΔW‖₂ at or below it is rank 0
+
+# %% ../../nbs/deeplora/23_updates.ipynb #865c948a
+def tracked_run(
+    item: TrackedRun,  # the run and its tracking
+) -> dict:
+    "Make the run with an UpdateTracker; its record with the recorded `steps` and the `layers`' update_summary."
+    tracker = UpdateTracker(every=item.every, k=item.subspace, top=item.run.rank)
+    model, log = fewshot_model(item.run, callback=tracker)
+    layers = update_summary(delta_weights(model), tracker, item.run.rank, item.tol, capped=item.run.kind != "lora")
+    return fewshot_record(log) | {"steps": tracker.steps, "layers": layers}
