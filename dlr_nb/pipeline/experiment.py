@@ -42,11 +42,11 @@ _CRITERION = re.compile(
     rf"|in\s*\[\s*(?P<low>{NUMBER})\s*,\s*(?P<high>{NUMBER})\s*\])\s*$"
 )
 
-
+# %% ../../nbs/pipeline/80_experiment.ipynb #2116b7be
 def _literal(text: str) -> bool | float:
     return {"true": True, "false": False}[text] if text in ("true", "false") else float(text)
 
-
+# %% ../../nbs/pipeline/80_experiment.ipynb #63363920
 def evaluate_criterion(
     criterion: str,  # e.g. ">= 2", "< 1e-8", "in [0.5, 2]", "== true"
     measured: Any,  # the measured value (number or bool; None means not measured)
@@ -66,11 +66,10 @@ def evaluate_criterion(
         return False
     return bool(float(m["low"]) <= measured <= float(m["high"]))
 
-# %% ../../nbs/pipeline/80_experiment.ipynb #e76a55eb
+# %% ../../nbs/pipeline/80_experiment.ipynb #cb23d0a4
 VERDICTS = ("holds", "fails", "inconclusive", "not measured")
-KINDS = ("paper", "target")
 
-
+# %% ../../nbs/pipeline/80_experiment.ipynb #e76a55eb
 def interval_verdict(
     criterion: str,  # one-sided: "> c", ">= c", "< c" or "<= c" (the paper's side)
     low: float | None,  # lower end of the interval (None: unbounded)
@@ -100,7 +99,7 @@ def plain(x: Any) -> Any:
         return None
     return x
 
-
+# %% ../../nbs/pipeline/80_experiment.ipynb #1c9ad3d6
 def _verdict(criterion: str, measured: Any, interval: dict | None, not_measured: str = "") -> str:
     "The verdict of a claim: not measured, else three-valued from its interval, else holds/fails from its measurement."
     evaluate_criterion(criterion, None)  # a malformed criterion is an error whatever was measured
@@ -114,7 +113,20 @@ def _verdict(criterion: str, measured: Any, interval: dict | None, not_measured:
         return interval_verdict(criterion, interval.get("low"), interval.get("high"))
     return "holds" if evaluate_criterion(criterion, measured) else "fails"
 
+# %% ../../nbs/pipeline/80_experiment.ipynb #ab7ddf1c
+KINDS = ("paper", "target")
 
+# %% ../../nbs/pipeline/80_experiment.ipynb #913f9c30
+def _check_claim_texts(id: str, source: str, statement: str, paper: str, kind: str, rationale: str) -> None:
+    "A `ValueError` for an empty text, an unknown kind, or a target without its rationale in one line."
+    for key, value in dict(id=id, source=source, statement=statement, paper=paper).items():
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"claim {key} must be a non-empty string")
+    check_choice("kind", kind, KINDS)
+    if kind == "target" and (not rationale or "\n" in rationale):
+        raise ValueError(f"claim {id}: a target needs its rationale in one line")
+
+# %% ../../nbs/pipeline/80_experiment.ipynb #2d633bd4
 def make_claim(
     id: str,  # dotted identifier, e.g. "dmf.speedup"
     source: str,  # the paper and place, e.g. "compressible-dynamics Fig. 4" (a target: "dlr-nb target")
@@ -129,12 +141,7 @@ def make_claim(
     not_measured: str = "",  # why the measurement is degenerate (computed from the run), or "": it is a measurement
 ) -> dict:
     "A claim record whose `holds` and `verdict` are computed from the measurement and the criterion."
-    for key, value in dict(id=id, source=source, statement=statement, paper=paper).items():
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"claim {key} must be a non-empty string")
-    check_choice("kind", kind, KINDS)
-    if kind == "target" and (not rationale or "\n" in rationale):
-        raise ValueError(f"claim {id}: a target needs its rationale in one line")
+    _check_claim_texts(id, source, statement, paper, kind, rationale)
     if interval is not None:
         interval = {k: plain(interval[k]) for k in ("mean", "low", "high", "n")}
         measured = interval["mean"] if measured is None else measured
@@ -173,12 +180,15 @@ def results_dir(
 # %% ../../nbs/pipeline/80_experiment.ipynb #82f6bb2a
 PROFILES = ("smoke", "cpu", "paper")
 
+# %% ../../nbs/pipeline/80_experiment.ipynb #e0f781fa
 _STRING = {"type": "string", "minLength": 1}
 _INTERVAL = {
     "type": "object",
     "required": ["mean", "low", "high", "n"],
     "properties": {k: {"type": ["number", "null"]} for k in ("mean", "low", "high")} | {"n": {"type": "integer"}},
 }
+
+# %% ../../nbs/pipeline/80_experiment.ipynb #aeeb0281
 _CLAIM = {
     "type": "object",
     "required": ["id", "kind", "source", "statement", "paper", "criterion", "measured", "holds", "verdict"],
@@ -198,6 +208,8 @@ _CLAIM = {
         "note": {"type": "string"},
     },
 }
+
+# %% ../../nbs/pipeline/80_experiment.ipynb #636fbac4
 RESULTS_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "dlr-nb experiment results",
@@ -222,8 +234,8 @@ RESULTS_SCHEMA = {
 }
 
 # %% ../../nbs/pipeline/80_experiment.ipynb #30a96fc5
-def validate_results(res: dict) -> dict:
-    "Check `res` against `RESULTS_SCHEMA` and that every claim's `holds` follows from its measurement; return it."
+def _check_schema(res: dict) -> None:
+    "A `ValueError` naming where `res` breaks `RESULTS_SCHEMA`."
     import jsonschema
 
     try:
@@ -231,19 +243,29 @@ def validate_results(res: dict) -> dict:
     except jsonschema.ValidationError as e:
         where = "/".join(map(str, e.absolute_path)) or "top level"
         raise ValueError(f"results do not match the schema at {where}: {e.message}") from None
-    ids = [c["id"] for c in res["claims"]]
+
+# %% ../../nbs/pipeline/80_experiment.ipynb #b2903dee
+def _check_claims(claims: list[dict]) -> None:
+    "A `ValueError` if a claim id repeats, or a claim's `holds` or `verdict` does not follow from its measurement."
+    ids = [c["id"] for c in claims]
     if len(set(ids)) != len(ids):
         raise ValueError("results repeat a claim id")
-    for c in res["claims"]:
+    for c in claims:
         verdict = _verdict(c["criterion"], c["measured"], c.get("interval"), c.get("not_measured", ""))
         if c["verdict"] != verdict or c["holds"] != (verdict == "holds"):
             raise ValueError(
                 f"claim {c['id']}: holds={c['holds']} does not follow from "
                 f"measured={c['measured']!r} and criterion {c['criterion']!r}"
             )
+
+# %% ../../nbs/pipeline/80_experiment.ipynb #356c77ff
+def validate_results(res: dict) -> dict:
+    "Check `res` against `RESULTS_SCHEMA` and that every claim's `holds` follows from its measurement; return it."
+    _check_schema(res)
+    _check_claims(res["claims"])
     return res
 
-
+# %% ../../nbs/pipeline/80_experiment.ipynb #25dd57b9
 def read_results(path: str | Path) -> dict:
     "Load and validate one results JSON."
     return validate_results(json.loads(Path(path).read_text(encoding="utf-8")))
@@ -293,7 +315,7 @@ def format_setting(value: Any) -> str:
         return f"{value:.4g}"
     return str(value)
 
-
+# %% ../../nbs/pipeline/80_experiment.ipynb #d5a207d8
 def _profile_cell(keys: Sequence[str], values: dict) -> str:
     "The values of `keys`; a setting that no parameter carries is fixed in the code, the same at every profile."
     if not keys:
@@ -356,137 +378,189 @@ class ExperimentRun:
         self.trial_records = {}  # name → {total, resumed, computed, damaged} of each `trials` call
         self.warnings = []  # the warnings the run raised, once `capture_warnings` is on (as `start` turns it)
 
-    @classmethod
-    def start(
-        cls,
-        experiment: str,  # the experiment's name (its template's file name)
-        namespace: dict,  # the notebook's `globals()` right after its parameters
-        profiles: dict[str, dict],  # the values of the size parameters at each profile
-        out_dir: str | Path | None = None,  # where results go (default: `results_dir()`)
-        settings: Sequence[Setting] = (),  # the protocol table's rows (`Setting`), shown and recorded
-        reference: str = "reference",  # the reference the settings compare with, e.g. "compressible-dynamics Fig. 6"
-    ) -> ExperimentRun:
-        "A run whose parameters are the notebook's (`notebook_parameters`), the profile's values where it left None."
-        given = notebook_parameters(namespace)
-        for key in ("profile", "device"):
-            if key not in given:
-                raise ValueError(f"the parameters cell must define {key!r}")
-        profile, device = given.pop("profile"), given.pop("device")
-        missing = sorted(set().union(*profiles.values()) - set(given)) if profiles else []
-        if missing:
-            raise ValueError(f"the profile table names {', '.join(missing)}, which the parameters cell does not define")
-        sizes = from_profile(profile, profiles, **{k: given[k] for k in profiles[profile]})
-        run = cls(experiment, profile, {**given, **vars(sizes)}, device=device, out_dir=out_dir)
-        run.capture_warnings()
-        if settings:
-            run.protocol = {"reference": reference, "rows": protocol_rows(settings, profiles, given)}
-            run.show_protocol()
-        return run
+# %% ../../nbs/pipeline/80_experiment.ipynb #224f2bfe
+def _metric(self, key: str, value: Any) -> Any:
+    "Record one measured metric and return it."
+    self.metrics[key] = plain(value)
+    return value
 
-    def show_protocol(self) -> None:
-        "Display the protocol table as Markdown in a notebook (printed elsewhere)."
-        text = protocol_markdown(self.protocol["rows"], self.protocol["reference"])
-        try:
-            from IPython import get_ipython
-            from IPython.display import Markdown, display
-        except ImportError:
-            get_ipython = None
-        if get_ipython is not None and get_ipython() is not None:
-            display(Markdown(text))
-        else:
-            print(text)
 
-    @property
-    def data_dir(self) -> Path:
-        "Folder for this experiment's tables and data files."
-        folder = self.out_dir / self.experiment
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+ExperimentRun.metric = _metric
 
-    def trials(
-        self,
-        fn: Callable,  # the trial function, of a `dlr_nb` module, called with one item
-        items: Sequence,  # one item per trial (dataclasses, dicts, lists and scalars)
-        name: str = "trials",  # what the trials are, e.g. "runs": labels the record and the progress bar
-        select: Sequence[str] = (),  # parameters that only choose which trials exist, e.g. ("seeds",)
-        workers: int = 1,  # local worker processes
-        threads: int = 1,  # PyTorch and BLAS threads of each worker
-    ) -> list:
-        "Every trial's value in the order of `items`: stored ones read back, the rest computed and stored."
-        unknown = [k for k in select if k not in self.parameters]
-        if unknown:
-            raise ValueError(f"select names {', '.join(unknown)}, which is not a parameter of this run")
-        if name in self.trial_records:
-            raise ValueError(f"trials {name!r} run twice in one experiment; give each call its own name")
-        context = {k: v for k, v in self.parameters.items() if k not in select} | {"device": self.device.type}
-        executor = os.environ.get("DLR_EXECUTOR") or "local"
-        store = trial_store_from_environment()
-        values, record = run_trials(fn, items, store, context, workers, threads, executor, desc=name)
-        self.trial_records[name] = record
-        return values
+# %% ../../nbs/pipeline/80_experiment.ipynb #9a2bf401
+def _verdict_line(c: dict) -> str:
+    "The line a recorded claim prints: mark, id, measurement, criterion and verdict."
+    mark = {"holds": "✓", "fails": "✗", "inconclusive": "?", "not measured": "–"}[c["verdict"]]
+    shown = f"{c['measured']:.4g}" if isinstance(c["measured"], float) else repr(c["measured"])
+    why = f": {c['not_measured']}" if "not_measured" in c else ""
+    return f"{mark} {c['id']}: measured {shown}, criterion {c['criterion']} ({c['verdict']}{why})"
 
-    def metric(self, key: str, value: Any) -> Any:
-        "Record one measured metric and return it."
-        self.metrics[key] = plain(value)
-        return value
+# %% ../../nbs/pipeline/80_experiment.ipynb #ca69447e
+def _claim(self, **kwargs) -> dict:
+    "Record a claim (arguments of `make_claim`), print its verdict and return it."
+    c = make_claim(**kwargs)
+    if any(o["id"] == c["id"] for o in self.claims):
+        raise ValueError(f"claim id {c['id']!r} recorded twice")
+    self.claims.append(c)
+    print(_verdict_line(c))
+    return c
 
-    def claim(self, **kwargs) -> dict:
-        "Record a claim (arguments of `make_claim`), print its verdict and return it."
-        c = make_claim(**kwargs)
-        if any(o["id"] == c["id"] for o in self.claims):
-            raise ValueError(f"claim id {c['id']!r} recorded twice")
-        self.claims.append(c)
-        mark = {"holds": "✓", "fails": "✗", "inconclusive": "?", "not measured": "–"}[c["verdict"]]
-        shown = f"{c['measured']:.4g}" if isinstance(c["measured"], float) else repr(c["measured"])
-        why = f": {c['not_measured']}" if "not_measured" in c else ""
-        print(f"{mark} {c['id']}: measured {shown}, criterion {c['criterion']} ({c['verdict']}{why})")
-        return c
 
-    def capture_warnings(self) -> None:
-        "Keep the run's warnings in `self.warnings` (`finish` writes them to `warnings.txt`) instead of printing them."
-        import warnings
+ExperimentRun.claim = _claim
 
-        def keep(message, category, filename, lineno, file=None, line=None):
-            first = (str(message).splitlines() or [""])[0]
-            self.warnings.append(f"{category.__name__}: {first} ({Path(filename).name}:{lineno})")
+# %% ../../nbs/pipeline/80_experiment.ipynb #55f9846a
+def _data_dir(self) -> Path:
+    "Folder for this experiment's tables and data files."
+    folder = self.out_dir / self.experiment
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
-        warnings.showwarning = keep
 
-    def save_table(
-        self,
-        name: str,  # file stem, e.g. "gflops"
-        rows: Sequence[dict],  # one dict per row, same keys
-    ) -> Path:
-        "Save `rows` as `<data_dir>/<name>.csv` (atomically) and return the path."
-        if not rows:
-            raise ValueError(f"table {name!r} has no rows")
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: plain(v) for k, v in r.items()} for r in rows)
-        return atomic_write_text(self.data_dir / f"{name}.csv", buffer.getvalue())
+ExperimentRun.data_dir = property(_data_dir)
 
-    def results(self) -> dict:
-        "The results record as it stands."
-        return (
-            {
-                "experiment": self.experiment,
-                "profile": self.profile,
-                "parameters": self.parameters,
-                "environment": environment_info(self.device),
-                "seconds": round(time.perf_counter() - self.started, 3),
-                "metrics": self.metrics,
-                "claims": self.claims,
-            }
-            | ({"protocol": self.protocol} if self.protocol else {})
-            | ({"trials": self.trial_records} if self.trial_records else {})
-            | {"warnings": len(self.warnings)}
-        )
+# %% ../../nbs/pipeline/80_experiment.ipynb #5a130fbb
+def _save_table(
+    self,
+    name: str,  # file stem, e.g. "gflops"
+    rows: Sequence[dict],  # one dict per row, same keys
+) -> Path:
+    "Save `rows` as `<data_dir>/<name>.csv` (atomically) and return the path."
+    if not rows:
+        raise ValueError(f"table {name!r} has no rows")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows({k: plain(v) for k, v in r.items()} for r in rows)
+    return atomic_write_text(self.data_dir / f"{name}.csv", buffer.getvalue())
 
-    def finish(self) -> Path:
-        "Validate and write `<out_dir>/<experiment>.json` (and the run's warnings to `warnings.txt`); return its path."
-        if self.warnings:
-            atomic_write_text(self.data_dir / "warnings.txt", "\n".join(self.warnings) + "\n")
-        res = validate_results(self.results())
-        text = json.dumps(res, indent=2, allow_nan=False) + "\n"
-        return atomic_write_text(self.out_dir / f"{self.experiment}.json", text)
+
+ExperimentRun.save_table = _save_table
+
+# %% ../../nbs/pipeline/80_experiment.ipynb #aaf06a67
+def _results(self) -> dict:
+    "The results record as it stands."
+    return (
+        {
+            "experiment": self.experiment,
+            "profile": self.profile,
+            "parameters": self.parameters,
+            "environment": environment_info(self.device),
+            "seconds": round(time.perf_counter() - self.started, 3),
+            "metrics": self.metrics,
+            "claims": self.claims,
+        }
+        | ({"protocol": self.protocol} if self.protocol else {})
+        | ({"trials": self.trial_records} if self.trial_records else {})
+        | {"warnings": len(self.warnings)}
+    )
+
+
+ExperimentRun.results = _results
+
+# %% ../../nbs/pipeline/80_experiment.ipynb #4a17e8fb
+def _finish(self) -> Path:
+    "Validate and write `<out_dir>/<experiment>.json` (and the run's warnings to `warnings.txt`); return its path."
+    if self.warnings:
+        atomic_write_text(self.data_dir / "warnings.txt", "\n".join(self.warnings) + "\n")
+    res = validate_results(self.results())
+    text = json.dumps(res, indent=2, allow_nan=False) + "\n"
+    return atomic_write_text(self.out_dir / f"{self.experiment}.json", text)
+
+
+ExperimentRun.finish = _finish
+
+# %% ../../nbs/pipeline/80_experiment.ipynb #f71b27e9
+def _capture_warnings(self) -> None:
+    "Keep the run's warnings in `self.warnings` (`finish` writes them to `warnings.txt`) instead of printing them."
+    import warnings
+
+    def keep(message, category, filename, lineno, file=None, line=None):
+        first = (str(message).splitlines() or [""])[0]
+        self.warnings.append(f"{category.__name__}: {first} ({Path(filename).name}:{lineno})")
+
+    warnings.showwarning = keep
+
+
+ExperimentRun.capture_warnings = _capture_warnings
+
+# %% ../../nbs/pipeline/80_experiment.ipynb #a059189b
+def _trials(
+    self,
+    fn: Callable,  # the trial function, of a `dlr_nb` module, called with one item
+    items: Sequence,  # one item per trial (dataclasses, dicts, lists and scalars)
+    name: str = "trials",  # what the trials are, e.g. "runs": labels the record and the progress bar
+    select: Sequence[str] = (),  # parameters that only choose which trials exist, e.g. ("seeds",)
+    workers: int = 1,  # local worker processes
+    threads: int = 1,  # PyTorch and BLAS threads of each worker
+) -> list:
+    "Every trial's value in the order of `items`: stored ones read back, the rest computed and stored."
+    unknown = [k for k in select if k not in self.parameters]
+    if unknown:
+        raise ValueError(f"select names {', '.join(unknown)}, which is not a parameter of this run")
+    if name in self.trial_records:
+        raise ValueError(f"trials {name!r} run twice in one experiment; give each call its own name")
+    context = {k: v for k, v in self.parameters.items() if k not in select} | {"device": self.device.type}
+    executor = os.environ.get("DLR_EXECUTOR") or "local"
+    store = trial_store_from_environment()
+    values, record = run_trials(fn, items, store, context, workers, threads, executor, desc=name)
+    self.trial_records[name] = record
+    return values
+
+
+ExperimentRun.trials = _trials
+
+# %% ../../nbs/pipeline/80_experiment.ipynb #cad847b7
+def _run_parameters(
+    namespace: dict,  # the notebook's `globals()` right after its parameters
+    profiles: dict[str, dict],  # the values of the size parameters at each profile
+) -> tuple[str, str, dict]:
+    "The notebook's profile, its device and its other parameters, checked against the profile table."
+    given = notebook_parameters(namespace)
+    for key in ("profile", "device"):
+        if key not in given:
+            raise ValueError(f"the parameters cell must define {key!r}")
+    profile, device = given.pop("profile"), given.pop("device")
+    missing = sorted(set().union(*profiles.values()) - set(given)) if profiles else []
+    if missing:
+        raise ValueError(f"the profile table names {', '.join(missing)}, which the parameters cell does not define")
+    return profile, device, given
+
+# %% ../../nbs/pipeline/80_experiment.ipynb #1a959192
+def _show_protocol(self) -> None:
+    "Display the protocol table as Markdown in a notebook (printed elsewhere)."
+    text = protocol_markdown(self.protocol["rows"], self.protocol["reference"])
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(Markdown(text))
+    else:
+        print(text)
+
+
+ExperimentRun.show_protocol = _show_protocol
+
+# %% ../../nbs/pipeline/80_experiment.ipynb #5e5a61dc
+def _start(
+    cls,
+    experiment: str,  # the experiment's name (its template's file name)
+    namespace: dict,  # the notebook's `globals()` right after its parameters
+    profiles: dict[str, dict],  # the values of the size parameters at each profile
+    out_dir: str | Path | None = None,  # where results go (default: `results_dir()`)
+    settings: Sequence[Setting] = (),  # the protocol table's rows (`Setting`), shown and recorded
+    reference: str = "reference",  # the reference the settings compare with, e.g. "compressible-dynamics Fig. 6"
+) -> ExperimentRun:
+    "A run whose parameters are the notebook's (`notebook_parameters`), the profile's values where it left None."
+    profile, device, given = _run_parameters(namespace, profiles)
+    sizes = from_profile(profile, profiles, **{k: given[k] for k in profiles[profile]})
+    run = cls(experiment, profile, {**given, **vars(sizes)}, device=device, out_dir=out_dir)
+    run.capture_warnings()
+    if settings:
+        run.protocol = {"reference": reference, "rows": protocol_rows(settings, profiles, given)}
+        run.show_protocol()
+    return run
+
+
+ExperimentRun.start = classmethod(_start)
