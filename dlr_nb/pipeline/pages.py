@@ -22,12 +22,12 @@ def claim_key(
     key = re.sub(r"\W", "_", claim_id, flags=re.ASCII)
     return f"_{key}" if key[:1].isdigit() else key
 
-
+# %% ../../nbs/pipeline/93_pages.ipynb #bac99eca
 def verdict_of(claim: dict) -> str:
     "A claim's verdict (results written before verdicts existed: from `holds`)."
     return claim.get("verdict", "holds" if claim["holds"] else "fails")
 
-
+# %% ../../nbs/pipeline/93_pages.ipynb #a2a7e6b7
 def quoted_values(
     res: dict,  # one results JSON
 ) -> dict:
@@ -54,7 +54,7 @@ def quoted_values(
         out.setdefault(claim_key(cid), values)
     return out
 
-
+# %% ../../nbs/pipeline/93_pages.ipynb #1c97d930
 def book_totals(
     runs: list[dict],  # results JSON of the book's experiments
 ) -> dict:
@@ -63,7 +63,7 @@ def book_totals(
     profiles = sorted({r["profile"] for r in runs})
     return {"experiments": str(len(runs)), "minutes": format_value(minutes), "profiles": ", ".join(profiles) or "—"}
 
-
+# %% ../../nbs/pipeline/93_pages.ipynb #a3d2b80c
 def book_substitutions(
     results: str | Path,  # the results folder
 ) -> dict:
@@ -93,14 +93,34 @@ def toc_parts(
         parts.append((theory, experiments))
     return parts
 
-
+# %% ../../nbs/pipeline/93_pages.ipynb #0b12efeb
 MEASURED_COLUMNS = ("claim", "statement", "kind", "paper", "measured", "criterion", "verdict")
 
 
 def _esc(s) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
+# %% ../../nbs/pipeline/93_pages.ipynb #d9245884
+def _claim_row(c: dict) -> str:
+    "One claim as a row of the section's table, in the order of `MEASURED_COLUMNS`."
+    verdict = verdict_of(c)
+    cells = [f"`{c['id']}`", c["statement"], c.get("kind", "paper"), c["paper"], format_measured(c)]
+    cells += [f"`{c['criterion']}`", f"{MARKS[verdict]} {verdict}"]
+    return "| " + " | ".join(_esc(x) for x in cells) + " |"
 
+# %% ../../nbs/pipeline/93_pages.ipynb #6c147597
+def _experiment_lines(name: str, res: dict | None, link_prefix: str) -> list[str]:
+    "The lines of one experiment in the section: its link and profile, then its claims (or why there are none)."
+    if res is None:
+        return [f"**{name}** — not run yet: `dlr run {name}`.", ""]
+    out = [f"**[{name}]({link_prefix}{name}.ipynb)** — profile `{res['profile']}`", ""]
+    if not res["claims"]:
+        return out + ["No claims.", ""]
+    out += ["| " + " | ".join(MEASURED_COLUMNS) + " |", "|" + "---|" * len(MEASURED_COLUMNS)]
+    out += [_claim_row(c) for c in res["claims"]]
+    return out + [""]
+
+# %% ../../nbs/pipeline/93_pages.ipynb #1d8452fb
 def measured_markdown(
     experiments: list[str],  # the part's experiments, in the book's order
     results: dict[str, dict],  # results JSON by experiment name (missing: not run yet)
@@ -116,21 +136,7 @@ def measured_markdown(
         "",
     ]
     for name in experiments:
-        res = results.get(name)
-        if res is None:
-            out += [f"**{name}** — not run yet: `dlr run {name}`.", ""]
-            continue
-        out += [f"**[{name}]({link_prefix}{name}.ipynb)** — profile `{res['profile']}`", ""]
-        if not res["claims"]:
-            out += ["No claims.", ""]
-            continue
-        out += ["| " + " | ".join(MEASURED_COLUMNS) + " |", "|" + "---|" * len(MEASURED_COLUMNS)]
-        for c in res["claims"]:
-            verdict = verdict_of(c)
-            cells = [f"`{c['id']}`", c["statement"], c.get("kind", "paper"), c["paper"], format_measured(c)]
-            cells += [f"`{c['criterion']}`", f"{MARKS[verdict]} {verdict}"]
-            out.append("| " + " | ".join(_esc(x) for x in cells) + " |")
-        out.append("")
+        out += _experiment_lines(name, results.get(name), link_prefix)
     return "\n".join(out)
 
 # %% ../../nbs/pipeline/93_pages.ipynb #c281da19
@@ -147,7 +153,7 @@ def run_command(
             words += ["-p", f"{key}={value}"]
     return " ".join(shlex.quote(w) for w in words)
 
-
+# %% ../../nbs/pipeline/93_pages.ipynb #f113bbca
 def reproduce_markdown(
     res: dict,  # the results JSON
     papermill: dict,  # the executed notebook's `metadata.papermill` (may be empty)
@@ -213,7 +219,7 @@ def _book_state(app) -> dict:
         app._dlr_pages = state
     return state
 
-
+# %% ../../nbs/pipeline/93_pages.ipynb #b47fe314
 def _on_config(app, config) -> None:
     subs = dict(getattr(config, "myst_substitutions", None) or {})
     runs = _book_state(app)["results"]
@@ -221,7 +227,7 @@ def _on_config(app, config) -> None:
     subs["book"] = book_totals(list(runs.values()))
     config.myst_substitutions = subs
 
-
+# %% ../../nbs/pipeline/93_pages.ipynb #ee17ff7f
 def page_addition(
     docname: str,  # the page, e.g. "theory/deep_lora" or "results/dmf_sensing"
     source: str,  # its text (a notebook: its JSON)
@@ -242,7 +248,7 @@ def page_addition(
 def _on_source_read(app, docname: str, source: list) -> None:
     source[0] = page_addition(docname, source[0], app.srcdir, _book_state(app))
 
-
+# %% ../../nbs/pipeline/93_pages.ipynb #00571696
 def unique_scripts(
     scripts: list,  # a page's `script_files` (Sphinx's `_JavaScript`: a file name and attributes, or an inline body)
 ) -> list:
@@ -256,7 +262,7 @@ def unique_scripts(
             out.append(js)
     return out
 
-
+# %% ../../nbs/pipeline/93_pages.ipynb #fa9cda1d
 def _repository(srcdir: Path) -> tuple[str, str]:
     "`git_url` and `branch` from the repository's settings.ini."
     from configparser import ConfigParser
@@ -266,7 +272,7 @@ def _repository(srcdir: Path) -> tuple[str, str]:
     d = cfg["DEFAULT"] if "DEFAULT" in cfg else {}
     return d.get("git_url", ""), d.get("branch", "main")
 
-
+# %% ../../nbs/pipeline/93_pages.ipynb #d26094bf
 def _on_page_context(app, pagename, templatename, context, doctree) -> None:
     git_url, branch = _repository(Path(app.srcdir))
     if git_url and context.get("page_source_suffix"):
@@ -276,7 +282,7 @@ def _on_page_context(app, pagename, templatename, context, doctree) -> None:
     if isinstance(scripts, list):  # in place: it is the builder's list, which later handlers (MathJax) extend
         scripts[:] = unique_scripts(scripts)
 
-
+# %% ../../nbs/pipeline/93_pages.ipynb #ed389ea5
 def setup(app) -> dict:
     "The Sphinx extension: `extra_extensions: [dlr_nb.pipeline.pages]` in `book/_config.yml`."
     app.connect("config-inited", _on_config)
