@@ -5,6 +5,7 @@
 # %% ../../nbs/pruning/42_prune.ipynb #7fa50350
 from __future__ import annotations
 import copy, time
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Callable, NamedTuple
 
@@ -13,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ..core import check_choice, check_finite, check_range
+from ..core import PeakMemory, Timer, check_choice, check_finite, check_range, resolve_device
+from ..data import make_mnist1d
+from ..models import ConvNet1D, ReLUNet, train_classifier
 from dlr_nb.pruning.fisher import (
     PRUNABLE,
     check_data,
@@ -40,7 +43,8 @@ from dlr_nb.pruning.surgery import (
 __all__ = ['METHODS', 'PATTERNS', 'SCOPES', 'apply_masks', 'removed_mask', 'measured_sparsity', 'remove_masks', 'data_loss',
            'accuracy', 'layer_inputs', 'PruningMethod', 'method_list', 'removal_plan', 'check_pattern',
            'check_model_data', 'check_prune_args', 'check_given', 'Schedule', 'pruning_schedule', 'StepOptions',
-           'prune_step', 'run_steps', 'prune']
+           'prune_step', 'run_steps', 'prune', 'ScalingModel', 'scaling_network', 'fisher_forms', 'train_scaling_model',
+           'timed_prune', 'scaling_trial']
 
 # %% ../../nbs/pruning/42_prune.ipynb #a8c9a03a
 def apply_masks(
@@ -457,3 +461,97 @@ def prune(
     if fisher is not None and steps == 1:
         report["predicted_loss_increase"] = quadratic_cost(w - w0, torch.ones_like(fixed), fisher) / 2
     return pruned, report
+
+# %% ../../nbs/pruning/42_prune.ipynb #df0dc678
+@dataclass
+class ScalingModel:
+    "One model of the scaling study, its MNIST-1D training and the prunings it is measured by."
+
+    kind: str  # mlp (40-w-w-10, bias-free) or conv (the 1-D convnet of `models.ConvNet1D`)
+    size: int  # the MLP's hidden width w, or the channels of the convnet's two convolutions
+    samples: int  # MNIST-1D samples generated, 80 % for training
+    epochs: int  # training epochs (SGD, lr 0.05, weight decay 1e-4, batch 128, cross-entropy)
+    fisher_samples: int  # training samples for the gradients and losses of the pruners
+    sparsity: float = 0.75  # share of the weights removed
+    methods: tuple[str, ...] = ("mp", "wf", "cbs", "obc")  # names of METHODS
+    dense_max: int = 8000  # largest number of weights for which the dense Fisher is run
+    tries: int = 50  # RMP random tries of CBS
+    iterations: int = 100  # swap passes of CBS at most
+    seed: int = 0  # seed of the data, the initialization, the batches and RMP
+    device: str = "cpu"  # where it trains and is pruned
+
+    def __post_init__(self):
+        check_choice("kind", self.kind, ["mlp", "conv"])
+
+    @property
+    def name(self) -> str:
+        "The model's label: MLP w=… or ConvNet c=…."
+        return f"MLP w={self.size}" if self.kind == "mlp" else f"ConvNet c={self.size}"
+
+# %% ../../nbs/pruning/42_prune.ipynb #a7a7a3b8
+def scaling_network(
+    spec: ScalingModel,  # the model
+    length: int = 40,  # input length (MNIST-1D: 40)
+    classes: int = 10,  # number of classes
+) -> nn.Module:
+    "The bias-free MLP length-w-w-classes or the 1-D convnet of `spec`, seeded by its seed."
+    if spec.kind == "mlp":
+        return ReLUNet([length, spec.size, spec.size, classes], seed=spec.seed)
+    return ConvNet1D(length=length, channels=(spec.size, spec.size), hidden=64, classes=classes, seed=spec.seed)
+
+# %% ../../nbs/pruning/42_prune.ipynb #9eb87ec6
+def fisher_forms(
+    method: str,  # a name of METHODS
+    weights: int,  # d: the model's prunable weights
+    dense_max: int = 8000,  # largest d for which the dense form is run
+) -> list[str]:
+    "The Fisher forms of `method` on a model of `weights` weights: none, or low-rank, block-diagonal (and dense)."
+    if not METHODS[method].needs_fisher:
+        return ["none"]
+    return ["low-rank", "block-diagonal"] + (["dense"] if weights <= dense_max else [])
+
+# %% ../../nbs/pruning/42_prune.ipynb #610442a5
+def train_scaling_model(
+    spec: ScalingModel,  # the model and its training
+) -> tuple[nn.Module, dict]:
+    "The model of `spec` trained on its MNIST-1D sample, and the sample (x, y, x_test, y_test) on the model's device."
+    dev = resolve_device(spec.device)
+    data = make_mnist1d(num_samples=spec.samples, seed=spec.seed)
+    data = {k: data[k].to(dev) for k in ("x", "y", "x_test", "y_test")}
+    model = scaling_network(spec, data["x"].shape[1]).to(dev)
+    sgd = dict(epochs=spec.epochs, batch_size=128, lr=0.05, weight_decay=1e-4, loss="ce")
+    train_classifier(model, data["x"], data["y"], **sgd, seed=spec.seed, show_progress=False)
+    return model, data
+
+# %% ../../nbs/pruning/42_prune.ipynb #065be5b5
+def timed_prune(
+    spec: ScalingModel,  # sparsity, Fisher samples and search settings
+    model: nn.Module,  # the trained model (left untouched)
+    data: dict,  # its sample, as `train_scaling_model` returns it
+    method: str,  # a name of METHODS
+    form: str,  # a Fisher form of `fisher_forms`
+) -> dict:
+    "`seconds`, `memory_gb` (peak resident memory above the start) and test `accuracy` of one pruning."
+    dev = resolve_device(spec.device)
+    fit = (data["x"][: spec.fisher_samples], data["y"][: spec.fisher_samples])
+    options = dict(structure="auto" if form == "none" else form, tries=spec.tries, iterations=spec.iterations)
+    options.update(seed=spec.seed, show_progress=False)
+    with PeakMemory(device=dev) as mem, Timer(dev) as t:
+        pruned, _ = prune(model, spec.sparsity, method, fit, spec.fisher_samples, **options)
+    memory = mem.increase / 1e9
+    return {"seconds": t.seconds, "memory_gb": memory, "accuracy": accuracy(pruned, data["x_test"], data["y_test"])}
+
+# %% ../../nbs/pruning/42_prune.ipynb #5b1b013c
+def scaling_trial(
+    spec: ScalingModel,  # the model, its data and its prunings
+) -> dict:
+    "`name`, `weights` d, `dense_accuracy` and `rows`: one per pruning, with its method, Fisher form and measurements."
+    model, data = train_scaling_model(spec)
+    dense, d = accuracy(model, data["x_test"], data["y_test"]), sum(layer_sizes(prunable_layers(model)))
+    rows = []
+    for method in [m for m in spec.methods if not (METHODS[m].linear_only and spec.kind == "conv")]:
+        for form in fisher_forms(method, d, spec.dense_max):
+            measured = timed_prune(spec, model, data, method, form)
+            run = {"model": spec.name, "weights": d, "method": method, "fisher": form}
+            rows.append({**run, **measured, "dense_accuracy": dense})
+    return {"name": spec.name, "weights": d, "dense_accuracy": dense, "rows": rows}
