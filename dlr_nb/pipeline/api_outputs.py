@@ -44,7 +44,7 @@ def library_notebooks(
     "The numbered notebooks under `nbs` (part folders included), in the order of their numbers."
     return sorted(Path(nbs).rglob("[0-9]*.ipynb"), key=lambda p: p.name)
 
-
+# %% ../../nbs/pipeline/94_api_outputs.ipynb #227c8f96
 def output_key(
     path: str | Path,  # a library notebook
     package: str | Path,  # the package folder, dlr_nb/
@@ -74,7 +74,7 @@ def execute_library_notebook(
         shell.run_all(nb, exc_stop=True, preproc=skip_cell)
     return nb2dict(nb)
 
-
+# %% ../../nbs/pipeline/94_api_outputs.ipynb #25bbeba7
 def _execute_to(path: str, target: str) -> str | None:
     "Worker: run `path` and write the executed copy to `target`; one line if it failed."
     try:
@@ -87,7 +87,20 @@ def _execute_to(path: str, target: str) -> str | None:
     os.replace(tmp, target)
     return None
 
+# %% ../../nbs/pipeline/94_api_outputs.ipynb #cfa07143
+def _run_stale(todo: list[Path], targets: dict[str, Path], jobs: int) -> list[str]:
+    "Run each notebook of `todo` to its target (by stem) in `jobs` fresh processes; a line per failure."
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
 
+    if not todo:
+        return []
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
+        lines = pool.map(_execute_to, [str(p) for p in todo], [str(targets[p.stem]) for p in todo])
+        return [line for line in lines if line]
+
+# %% ../../nbs/pipeline/94_api_outputs.ipynb #2c3af396
 def executed_notebooks(
     nbs: str | Path,  # the library notebooks
     lib: str | Path,  # the package folder
@@ -96,9 +109,6 @@ def executed_notebooks(
     names: list[str] | None = None,  # notebook stems (default: every numbered notebook)
 ) -> tuple[dict[str, Path], list[str]]:
     "`{stem: executed copy}` for the library notebooks (cached; stale ones run), and a line per notebook that failed."
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
-
     nbs, cache = Path(nbs), Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     paths = [p for p in library_notebooks(nbs) if names is None or p.stem in names]
@@ -107,10 +117,5 @@ def executed_notebooks(
         if old not in wanted.values():
             old.unlink()
     todo = [p for p in paths if not wanted[p.stem].is_file()]
-    failed = []
-    if todo:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
-            lines = pool.map(_execute_to, [str(p) for p in todo], [str(wanted[p.stem]) for p in todo])
-            failed = [line for line in lines if line]
+    failed = _run_stale(todo, wanted, jobs)
     return {stem: target for stem, target in wanted.items() if target.is_file()}, failed
