@@ -4,7 +4,8 @@
 
 # %% ../../nbs/pipeline/93_pages.ipynb #d2792c16
 from __future__ import annotations
-import json, re, shlex
+import re
+import shlex
 from pathlib import Path
 
 from .book import MARKS, format_measured, format_value, load_results
