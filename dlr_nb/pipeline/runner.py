@@ -47,7 +47,7 @@ from .trials import check_executor, prune_trials
 
 # %% auto #0
 __all__ = ['parse_duration', 'Experiment', 'load_experiment', 'discover', 'check_device', 'resolved_parameters', 'plan',
-           'Outcome', 'clean_stale_staging', 'QuietKernelManager', 'Job', 'execute', 'default_threads', 'Project',
+           'Outcome', 'Job', 'QuietKernelManager', 'execute', 'clean_stale_staging', 'default_threads', 'Project',
            'run_experiments', 'summary', 'Status', 'experiment_status', 'stale_names', 'status_text']
 
 # %% ../../nbs/pipeline/90_runner.ipynb #0501f448
@@ -64,7 +64,7 @@ def parse_duration(text: str) -> float | None:
     except ValueError:
         return None
 
-
+# %% ../../nbs/pipeline/90_runner.ipynb #1cefe05c
 @dataclass
 class Experiment:
     "An experiment template in `book/experiments/`."
@@ -81,7 +81,7 @@ class Experiment:
         expected = parse_duration(self.expected.get(profile, ""))
         return 7200.0 if expected is None else max(600.0, 10 * expected)
 
-
+# %% ../../nbs/pipeline/90_runner.ipynb #1628495c
 def _check_profiles(path: Path, params: dict[str, Parameter], table: dict[str, dict]) -> None:
     "Every value of the profile table must be a parameter left None and allowed by its constraint."
     for profile, values in table.items():
@@ -93,7 +93,7 @@ def _check_profiles(path: Path, params: dict[str, Parameter], table: dict[str, d
             except UsageError as e:
                 raise TemplateError(f"{path.name}, {profile} profile: {e}") from None
 
-
+# %% ../../nbs/pipeline/90_runner.ipynb #1317fd83
 def load_experiment(path: str | Path) -> Experiment:
     "Read the template at `path` and check it against the experiment contract."
     path = Path(path)
@@ -113,7 +113,7 @@ def load_experiment(path: str | Path) -> Experiment:
         _check_profiles(path, params, table)
     return Experiment(path.stem, path, meta["description"], dict(meta.get("expected", {})), params, table)
 
-
+# %% ../../nbs/pipeline/90_runner.ipynb #ab5a5c29
 def discover(
     experiments_dir: str | Path,  # the folder of templates
 ) -> dict[str, Experiment]:
@@ -129,7 +129,16 @@ def _split_override(text: str) -> tuple[str, str]:
         raise UsageError(f"malformed -p {shown(text)}: expected key=value, e.g. -p seed=1")
     return key.strip(), value.strip()
 
+# %% ../../nbs/pipeline/90_runner.ipynb #960737f3
+def _parse_overrides(overrides: list[str] | None) -> list[tuple[str, str]]:
+    "The `(key, value)` pairs of the `-p` options; a `UsageError` for a malformed one or a key given twice."
+    pairs = [_split_override(o) for o in overrides or []]
+    repeated = sorted({k for k, _ in pairs if [q for q, _ in pairs].count(k) > 1})
+    if repeated:
+        raise UsageError(f"-p {repeated[0]} is given more than once; give each parameter once")
+    return pairs
 
+# %% ../../nbs/pipeline/90_runner.ipynb #c6106c65
 def check_device(device: str) -> str:
     "`device` if it is well formed (`core.check_device`) and present on this machine, else a `UsageError`."
     try:
@@ -147,7 +156,7 @@ def check_device(device: str) -> str:
         raise UsageError("device 'mps' is not available here; use auto or cpu")
     return device
 
-
+# %% ../../nbs/pipeline/90_runner.ipynb #da63b3e4
 def resolved_parameters(
     exp: Experiment,  # the template
     params: dict,  # what `plan` gives it: the profile, the device if given, the overrides
@@ -160,7 +169,7 @@ def resolved_parameters(
         out[key] = sizes[key] if key not in params and value is None and key in sizes else value
     return out
 
-
+# %% ../../nbs/pipeline/90_runner.ipynb #26cf1ca9
 def _check_values(exp: Experiment, params: dict) -> None:
     "Check each parameter's value for this run (`resolved_parameters`) against its constraint, then the rules."
     values = resolved_parameters(exp, params)
@@ -169,7 +178,29 @@ def _check_values(exp: Experiment, params: dict) -> None:
             exp.parameters[key].check(value, exp.name)
     check_rules(exp.parameters, values, exp.name)
 
+# %% ../../nbs/pipeline/90_runner.ipynb #e6b73cf8
+def _experiment_params(
+    name: str,  # the experiment
+    exp: Experiment,  # its template
+    profile: str,  # the run's profile
+    device: str | None,  # the device given, if any
+    pairs: list[tuple[str, str]],  # the overrides, from `_parse_overrides`
+) -> dict:
+    "The parameters papermill injects into `name`: the profile, the device if given, the overrides typed and checked."
+    params = {"profile": profile}
+    if device is not None:
+        params["device"] = device
+    for key, value in pairs:
+        if key in BUILTIN:
+            raise UsageError(f"set {key} with --{key}, not -p")
+        if key not in exp.parameters:
+            allowed = ", ".join(p for p in exp.parameters if p not in BUILTIN)
+            raise UsageError(f"unknown parameter {key!r} for {name} (allowed: {allowed})")
+        params[key] = coerce(exp.parameters[key], value, name)
+    _check_values(exp, params)
+    return params
 
+# %% ../../nbs/pipeline/90_runner.ipynb #532ed0a5
 def plan(
     experiments: dict[str, Experiment],  # all experiments, from `discover`
     names: list[str] | None = None,  # the ones to run (default: all)
@@ -186,25 +217,8 @@ def plan(
         raise UsageError(f"unknown profile {profile!r} (allowed: {', '.join(PROFILES)})")
     if device is not None:
         check_device(device)
-    pairs = [_split_override(o) for o in overrides or []]
-    repeated = sorted({k for k, _ in pairs if [q for q, _ in pairs].count(k) > 1})
-    if repeated:
-        raise UsageError(f"-p {repeated[0]} is given more than once; give each parameter once")
-    out = {}
-    for name in dict.fromkeys(names):
-        exp, params = experiments[name], {"profile": profile}
-        if device is not None:
-            params["device"] = device
-        for key, value in pairs:
-            if key in BUILTIN:
-                raise UsageError(f"set {key} with --{key}, not -p")
-            if key not in exp.parameters:
-                allowed = ", ".join(p for p in exp.parameters if p not in BUILTIN)
-                raise UsageError(f"unknown parameter {key!r} for {name} (allowed: {allowed})")
-            params[key] = coerce(exp.parameters[key], value, name)
-        _check_values(exp, params)
-        out[name] = params
-    return out
+    pairs = _parse_overrides(overrides)
+    return {name: _experiment_params(name, experiments[name], profile, device, pairs) for name in dict.fromkeys(names)}
 
 # %% ../../nbs/pipeline/90_runner.ipynb #fc94d465
 @dataclass
@@ -223,91 +237,6 @@ class Outcome:
     @property
     def failed(self) -> bool:
         return self.status in ("failed", "timeout")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def clean_stale_staging(work: Path) -> None:
-    "Remove staging folders left behind by processes that no longer run."
-    staging = work / "staging"
-    for d in staging.glob("*-*-*") if staging.is_dir() else []:
-        try:
-            pid = int(d.name.rsplit("-", 2)[1])
-        except ValueError:
-            continue
-        if not _pid_alive(pid):
-            shutil.rmtree(d, ignore_errors=True)
-
-# %% ../../nbs/pipeline/90_runner.ipynb #168955ae
-from jupyter_client.manager import AsyncKernelManager
-
-
-class QuietKernelManager(AsyncKernelManager):
-    "A kernel manager whose kernels write their stderr to `$DLR_KERNEL_LOG` instead of the terminal."
-
-    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
-        log = os.environ.get("DLR_KERNEL_LOG")
-        if log:
-            Path(log).parent.mkdir(parents=True, exist_ok=True)
-            kw["stderr"] = open(log, "ab")  # the kernel process holds it; closed when it ends
-        await super()._async_launch_kernel(kernel_cmd, **kw)
-
-# %% ../../nbs/pipeline/90_runner.ipynb #6d68b3dc
-def _stop_kernels() -> None:
-    "Kill the Jupyter kernels started by this process (and their children)."
-    import psutil
-
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if any("ipykernel" in part for part in child.cmdline()):
-                for grandchild in child.children(recursive=True):
-                    grandchild.kill()
-                child.kill()
-        except psutil.Error:
-            pass
-
-
-def _papermill(exp: Experiment, params: dict, stage: Path, progress: bool) -> None:
-    import logging
-
-    import papermill as pm
-
-    logging.getLogger("papermill").setLevel(logging.CRITICAL)  # a stopped kernel is reported by the runner, once
-    logging.getLogger("traitlets").setLevel(logging.CRITICAL)
-
-    pm.execute_notebook(
-        str(exp.path),
-        str(stage / f"{exp.name}.ipynb"),
-        parameters=params,
-        progress_bar=progress,
-        cwd=str(stage),
-        kernel_name="python3",
-        log_output=False,
-        extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel chatter on the terminal
-        kernel_manager_class="dlr_nb.pipeline.runner.QuietKernelManager",
-    )
-
-
-def _error_line(e: Exception) -> str:
-    from papermill.exceptions import PapermillExecutionError
-
-    msg = f"{e.ename}: {e.evalue}" if isinstance(e, PapermillExecutionError) else f"{type(e).__name__}: {e}"
-    return msg.splitlines()[0] if msg else type(e).__name__
-
-
-def _keep_failed(stage: Path, work: Path, name: str) -> None:
-    failed = work / "failed"
-    failed.mkdir(parents=True, exist_ok=True)
-    if (stage / f"{name}.ipynb").is_file():
-        os.replace(stage / f"{name}.ipynb", failed / f"{name}.ipynb")
 
 # %% ../../nbs/pipeline/90_runner.ipynb #c5254e62
 @dataclass
@@ -341,6 +270,55 @@ class Job:
         env.update(DLR_KERNEL_LOG=str(self.work / "logs" / f"{self.name}.log"))
         return env | (thread_variables(self.threads) if self.threads else {})
 
+# %% ../../nbs/pipeline/90_runner.ipynb #168955ae
+from jupyter_client.manager import AsyncKernelManager
+
+
+class QuietKernelManager(AsyncKernelManager):
+    "A kernel manager whose kernels write their stderr to `$DLR_KERNEL_LOG` instead of the terminal."
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        log = os.environ.get("DLR_KERNEL_LOG")
+        if log:
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
+            kw["stderr"] = open(log, "ab")  # the kernel process holds it; closed when it ends
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+
+# %% ../../nbs/pipeline/90_runner.ipynb #6d68b3dc
+def _stop_kernels() -> None:
+    "Kill the Jupyter kernels started by this process (and their children)."
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if any("ipykernel" in part for part in child.cmdline()):
+                for grandchild in child.children(recursive=True):
+                    grandchild.kill()
+                child.kill()
+        except psutil.Error:
+            pass
+
+# %% ../../nbs/pipeline/90_runner.ipynb #836721fa
+def _papermill(exp: Experiment, params: dict, stage: Path, progress: bool) -> None:
+    import logging
+
+    import papermill as pm
+
+    logging.getLogger("papermill").setLevel(logging.CRITICAL)  # a stopped kernel is reported by the runner, once
+    logging.getLogger("traitlets").setLevel(logging.CRITICAL)
+
+    pm.execute_notebook(
+        str(exp.path),
+        str(stage / f"{exp.name}.ipynb"),
+        parameters=params,
+        progress_bar=progress,
+        cwd=str(stage),
+        kernel_name="python3",
+        log_output=False,
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel chatter on the terminal
+        kernel_manager_class="dlr_nb.pipeline.runner.QuietKernelManager",
+    )
+
 # %% ../../nbs/pipeline/90_runner.ipynb #2dde9535
 def _staged_results(stage: Path, name: str) -> None:
     "Check that the kernel wrote a valid results JSON."
@@ -348,14 +326,34 @@ def _staged_results(stage: Path, name: str) -> None:
         raise TemplateError(f"{name} ran but wrote no results JSON (it must end with ExperimentRun.finish())")
     read_results(stage / f"{name}.json")
 
+# %% ../../nbs/pipeline/90_runner.ipynb #5d4bba54
+def _publish_job(job: Job, stage: Path) -> None:
+    "Publish the staged run as the kept result; remove the stored trials of any other code key."
+    publish(stage, job.results, job.profile, job.name, job.parts, job.params)
+    prune_trials(experiment_home(job.results, job.profile, job.name) / "trials", key_of(job.parts, ("parameters",)))
 
+# %% ../../nbs/pipeline/90_runner.ipynb #ab8fd31e
+def _keep_failed(stage: Path, work: Path, name: str) -> None:
+    failed = work / "failed"
+    failed.mkdir(parents=True, exist_ok=True)
+    if (stage / f"{name}.ipynb").is_file():
+        os.replace(stage / f"{name}.ipynb", failed / f"{name}.ipynb")
+
+# %% ../../nbs/pipeline/90_runner.ipynb #a34da922
+def _error_line(e: Exception) -> str:
+    from papermill.exceptions import PapermillExecutionError
+
+    msg = f"{e.ename}: {e.evalue}" if isinstance(e, PapermillExecutionError) else f"{type(e).__name__}: {e}"
+    return msg.splitlines()[0] if msg else type(e).__name__
+
+# %% ../../nbs/pipeline/90_runner.ipynb #f55f44d1
 def _timeout_line(job: Job) -> str:
     "What a run stopped at its time limit says: the limit, and the values given that may have made it too long."
     given = [f"{k}={v}" for k, v in job.params.items() if k not in BUILTIN]
     lower = f"; lower {', '.join(given)} or " if given else "; "
     return f"stopped after {job.timeout:g} s, the limit at the {job.profile} profile{lower}set --timeout to allow more"
 
-
+# %% ../../nbs/pipeline/90_runner.ipynb #bb5fbe80
 def execute(
     job: Job,  # what to run and where its results go
 ) -> Outcome:
@@ -374,10 +372,7 @@ def execute(
             _staged_results(stage, job.name)
             if timed_out.is_set():
                 raise TimeoutError
-            publish(stage, job.results, job.profile, job.name, job.parts, job.params)
-            prune_trials(
-                experiment_home(job.results, job.profile, job.name) / "trials", key_of(job.parts, ("parameters",))
-            )
+            _publish_job(job, stage)
             return Outcome(job.name, "ok", time.perf_counter() - start)
         except Exception as e:  # keep going past any failure of one experiment
             _keep_failed(stage, job.work, job.name)
@@ -388,6 +383,28 @@ def execute(
         finally:  # also on KeyboardInterrupt, which the `except` above lets through
             watchdog.cancel()
             shutil.rmtree(stage, ignore_errors=True)
+
+# %% ../../nbs/pipeline/90_runner.ipynb #bc91fec2
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+# %% ../../nbs/pipeline/90_runner.ipynb #8fe6ad32
+def clean_stale_staging(work: Path) -> None:
+    "Remove staging folders left behind by processes that no longer run."
+    staging = work / "staging"
+    for d in staging.glob("*-*-*") if staging.is_dir() else []:
+        try:
+            pid = int(d.name.rsplit("-", 2)[1])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
 
 # %% ../../nbs/pipeline/90_runner.ipynb #e2340d07
 def default_threads(
@@ -426,19 +443,39 @@ class Project:
         return cls(root)
 
 # %% ../../nbs/pipeline/90_runner.ipynb #ed1ad166
-def _check_run_options(jobs, threads, timeout) -> None:
+def _check_run_options(jobs, threads, timeout, executor) -> None:
     if not isinstance(jobs, int) or jobs < 1:
         raise UsageError(f"--jobs must be a positive integer; got {shown(jobs)}")
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
         raise UsageError(f"--threads must be a positive integer; got {shown(threads)}")
     if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
         raise UsageError(f"--timeout must be a positive number of seconds; got {shown(timeout)}")
+    try:
+        check_executor(executor)
+    except ValueError as e:
+        raise UsageError(f"--{e}") from None
 
-
+# %% ../../nbs/pipeline/90_runner.ipynb #0a7a1bc1
 def _log_outcome(log, o: Outcome) -> None:
     log(f"{o.name}: {o.status} in {o.seconds:.1f} s" + (f" — {o.error}" if o.error else ""))
 
+# %% ../../nbs/pipeline/90_runner.ipynb #9c4a4e89
+def _run_jobs(pending: list[Job], jobs: int, log) -> dict[str, Outcome]:
+    "Execute `pending`, one after the other or in `jobs` processes, logging each outcome; the outcomes by name."
+    outcomes = {}
+    if jobs == 1 or len(pending) <= 1:
+        for job in pending:
+            log(f"{job.name}: running ({job.profile} profile)")
+            outcomes[job.name] = execute(job)
+            _log_outcome(log, outcomes[job.name])
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            for o in pool.map(execute, pending):
+                outcomes[o.name] = o
+                _log_outcome(log, o)
+    return outcomes
 
+# %% ../../nbs/pipeline/90_runner.ipynb #4bd90138
 def run_experiments(
     project: Project,  # where templates and results live
     names: list[str] | None = None,  # experiments to run (default: all)
@@ -454,11 +491,7 @@ def run_experiments(
     executor: str = "local",  # where trials compute: local, or dask://HOST:PORT
 ) -> list[Outcome]:
     "Run the selected experiments, skipping unchanged ones; returns one `Outcome` per experiment."
-    _check_run_options(jobs, threads, timeout)
-    try:
-        check_executor(executor)
-    except ValueError as e:
-        raise UsageError(f"--{e}") from None
+    _check_run_options(jobs, threads, timeout, executor)
     experiments = discover(project.experiments)
     todo = plan(experiments, names, profile, overrides, device)
     clean_stale_staging(project.work)
@@ -477,19 +510,10 @@ def run_experiments(
         pending.append(
             Job(exp, params, parts, project.root, project.results, project.work, progress, threads, limit, executor)
         )
-    if jobs == 1 or len(pending) <= 1:
-        for job in pending:
-            log(f"{job.name}: running ({job.profile} profile)")
-            outcomes[job.name] = execute(job)
-            _log_outcome(log, outcomes[job.name])
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            for o in pool.map(execute, pending):
-                outcomes[o.name] = o
-                _log_outcome(log, o)
+    outcomes |= _run_jobs(pending, jobs, log)
     return [outcomes[n] for n in todo]
 
-
+# %% ../../nbs/pipeline/90_runner.ipynb #ddde4911
 def summary(outcomes: list[Outcome]) -> str:
     "The outcomes as a plain-text table: name, status, seconds, cached."
     rows = [("experiment", "status", "seconds", "cached")] + [
@@ -514,7 +538,7 @@ class Status:
     date: str = ""  # when it was published (UTC)
     expected: str = ""  # the expected time to refresh it
 
-
+# %% ../../nbs/pipeline/90_runner.ipynb #e0b2bd08
 def _today_parts(exp: Experiment, kept) -> dict | None:
     "Today's key parts for the run that made `kept`, or None if today's template rejects that run."
     params = dict(kept.manifest.get("run_parameters") or {"profile": kept.profile})
@@ -527,7 +551,7 @@ def _today_parts(exp: Experiment, kept) -> dict | None:
         return None
     return key_parts(exp.path, resolved_parameters(exp, planned[exp.name]))
 
-
+# %% ../../nbs/pipeline/90_runner.ipynb #8d14082e
 def experiment_status(
     project: Project,  # where templates and results live
     profile: str | None = None,  # only this profile (default: each experiment's highest kept, else cpu)
@@ -546,7 +570,7 @@ def experiment_status(
         )
     return out
 
-
+# %% ../../nbs/pipeline/90_runner.ipynb #6cf9396e
 def stale_names(statuses: list[Status]) -> list[str]:
     "The experiments `dlr run --stale` refreshes: those whose kept result is stale or damaged."
     return [s.name for s in statuses if s.state in ("stale", "damaged")]
