@@ -108,13 +108,13 @@ def test_make_publish_dry_run_prints_the_ghp_import_command():
 
 
 # Modules that are an extra's integration: importing them needs that extra (module: (extra, the package it needs))
-EXTRA_MODULES = {"peft_deeplora": ("lora", "peft")}
+EXTRA_MODULES = {"deeplora.peft": ("lora", "peft")}
 # One function per extra, called in the base environment: (module, call, the extra, the package that is missing)
 EXTRA_CALLS = [
     ("data", "make_mnist1d()", "data", "mnist1d"),
     ("data", "load_digits_data()", "data", "sklearn"),
-    ("convresnext", "sklearn_baselines()", "data", "sklearn"),
-    ("finetune", "load_encoder('all-MiniLM-L6-v2', num_labels=1)", "lora", "transformers"),
+    ("convresnext.network", "sklearn_baselines()", "data", "sklearn"),
+    ("deeplora.finetune", "load_encoder('all-MiniLM-L6-v2', num_labels=1)", "lora", "transformers"),
 ]
 _PROBE = """
 import importlib, json, sys
@@ -142,9 +142,9 @@ def base_probe(fresh_env):
 
     bin_, wheel = fresh_env
     modules = sorted(
-        n.removeprefix("dlr_nb/").removesuffix(".py")
+        n.removeprefix("dlr_nb/").removesuffix(".py").replace("/", ".")
         for n in zipfile.ZipFile(wheel).namelist()
-        if n.startswith("dlr_nb/") and n.endswith(".py") and n.count("/") == 1 and not n.endswith("__init__.py")
+        if n.startswith("dlr_nb/") and n.endswith(".py") and not n.endswith("__init__.py")
     )
     calls = json.dumps([(m, c) for m, c, _, _ in EXTRA_CALLS])
     proc = subprocess.run(
