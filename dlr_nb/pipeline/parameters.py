@@ -301,7 +301,8 @@ def check_rules(
         left, op, right = _rule_parts(p.requires)
         a, b = _side(left, values), _side(right, values)
         if a is not None and b is not None and not _RULE_OPS[op][0](a, b):
-            got = f"{ast.unparse(left)} = {shown(a)}, {ast.unparse(right)} = {shown(b)}"
+            sides = [(n, v) for n, v in ((left, a), (right, b)) if not isinstance(n, ast.Constant)]
+            got = ", ".join(f"{ast.unparse(n)} = {shown(v)}" for n, v in sides)
             raise UsageError(f"parameters{of} must satisfy {p.requires}; got {got}")
 
 # %% ../../nbs/pipeline/89_parameters.ipynb #24dfddab
