@@ -33,7 +33,7 @@ def load_results(
             problems.append(f"skipped {name} at the {kept.profile} profile: {kept.damaged_line()}")
     return good, problems
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #9e0f85ae
 def ledger_rows(
     results: str | Path,  # the results folder
     problems: list | None = None,  # if given, invalid files are skipped and described here; else they raise
@@ -50,7 +50,7 @@ def ledger_rows(
             rows.append({**c, "experiment": res["experiment"], "profile": res["profile"]})
     return sorted(rows, key=lambda r: (r["experiment"], r["id"]))
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #1bebdd2d
 def format_value(x) -> str:
     "A measured value for a table: 4 significant digits, booleans as yes/no, missing as —."
     if x is None:
@@ -72,17 +72,17 @@ PARTS = (  # the book's parts and the experiment-name prefixes that belong to ea
 )
 MARKS = {"holds": "✓", "fails": "✗", "inconclusive": "?", "not measured": "–"}
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #c1eacef1
 def part_of(experiment: str) -> str:
     "The part of the book an experiment belongs to (by its name's prefix)."
     return next(name for name, prefixes in PARTS if experiment.startswith(prefixes))
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #3800d119
 def verdict_counts(rows: list[dict]) -> dict[str, int]:
     "How many rows hold, fail, are inconclusive and are not measured."
     return {v: sum(r.get("verdict", "holds" if r["holds"] else "fails") == v for r in rows) for v in MARKS}
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #f4f699af
 def format_measured(r: dict) -> str:
     "The measurement, with its interval and number of seeds for a paired claim."
     if "interval" not in r:
@@ -103,7 +103,7 @@ PAPERS = {  # the short name a claim's source starts with → the BibTeX key of 
 }
 TARGET_SOURCE = "dlr-nb"  # the source of this project's own targets
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #e024bc5c
 def source_paper(source: str) -> str | None:
     "The short name of the paper a claim's source cites (`compressible-dynamics Fig. 4` → its first word), or None."
     name = source.replace(",", " ").split()[0] if source.strip() else ""
@@ -122,7 +122,7 @@ def bib_entries(path: str | Path) -> dict[str, dict[str, str]]:
         m["key"]: {f.lower(): clean(v) for f, v in _BIB_FIELD.findall(m["body"])} for m in _BIB_ENTRY.finditer(text)
     }
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #45e98dec
 def papers_markdown(bib: dict[str, dict[str, str]]) -> str:
     "The short names used in the book, each anchored and given its authors, title, venue and citation."
     out = []
@@ -144,7 +144,7 @@ def _html(text) -> str:
 
     return html.escape(str(text), quote=True)
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #be685310
 def _source_html(source: str, link_prefix: str) -> str:
     paper = source_paper(source)
     if paper is None:
@@ -152,21 +152,42 @@ def _source_html(source: str, link_prefix: str) -> str:
     rest = source.replace(",", " ").split(None, 1)[1] if len(source.replace(",", " ").split()) > 1 else ""
     return f'<a href="{link_prefix}bibliography.html#paper-{paper}">{_html(paper)}</a> {_html(rest)}'.strip()
 
-
-def _ledger_row(r: dict, link_prefix: str, state: str | None) -> str:
-    verdict = r.get("verdict", "holds" if r["holds"] else "fails")
-    evidence = r["profile"] != "smoke" and state != "stale"
+# %% ../../nbs/pipeline/91_book.ipynb #aef7edad
+def _badge_html(verdict: str, evidence: bool) -> str:
+    "The verdict cell: the verdict's mark and name, and *not evidence* under them for a smoke or stale result."
     badge = f'<span class="dlr-badge dlr-{verdict.replace(" ", "-")}">{MARKS[verdict]} {verdict}</span>'
     if not evidence:
         badge += '<br><span class="dlr-not-evidence">not evidence</span>'
+    return badge
+
+# %% ../../nbs/pipeline/91_book.ipynb #3ee2d5fe
+def _claim_html(r: dict) -> str:
+    "The claim cell: the statement, with the claim's id, criterion, note and rationale folded under it."
     details = f"criterion <code>{_html(r['criterion'])}</code>" + (f" · {_html(r['note'])}" if r.get("note") else "")
     if r.get("rationale"):
         details += f" · rationale: {_html(r['rationale'])}"
-    claim = f"{_html(r['statement'])}<details><summary><code>{_html(r['id'])}</code></summary>{details}</details>"
+    return f"{_html(r['statement'])}<details><summary><code>{_html(r['id'])}</code></summary>{details}</details>"
+
+# %% ../../nbs/pipeline/91_book.ipynb #d56d4bfc
+def _experiment_html(r: dict, link_prefix: str, state: str | None) -> str:
+    "The experiment cell: a link to its result page, its profile, and a mark when the result is stale."
     exp = f'<a href="{link_prefix}results/{r["experiment"]}.html">{_html(r["experiment"])}</a> · {r["profile"]}'
     exp += " · ⚠ stale" if state == "stale" else ""
+    return exp
+
+# %% ../../nbs/pipeline/91_book.ipynb #16a04523
+def _ledger_row(r: dict, link_prefix: str, state: str | None) -> str:
+    verdict = r.get("verdict", "holds" if r["holds"] else "fails")
+    evidence = r["profile"] != "smoke" and state != "stale"
     part = part_of(r["experiment"]).split()[0]
-    cells = [badge, claim, _html(r["paper"]), _html(format_measured(r)), _source_html(r["source"], link_prefix), exp]
+    cells = [
+        _badge_html(verdict, evidence),
+        _claim_html(r),
+        _html(r["paper"]),
+        _html(format_measured(r)),
+        _source_html(r["source"], link_prefix),
+        _experiment_html(r, link_prefix, state),
+    ]
     attrs = f'data-verdict="{verdict}" data-part="{part}" data-kind="{r.get("kind", "paper")}"'
     return (
         f'<tr class="dlr-claim{"" if evidence else " dlr-greyed"}" {attrs}>'
@@ -195,7 +216,7 @@ def _counts_table(rows: list[dict]) -> list[str]:
     out.append(f"| **all** | | {len(rows)} | {_count_cells(c)} |")
     return out
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #66018d9f
 def _filters(rows: list[dict]) -> str:
     parts = sorted(
         {part_of(r["experiment"]).split()[0] for r in rows}, key=lambda p: [n.split()[0] for n, _ in PARTS].index(p)
@@ -209,7 +230,7 @@ def _filters(rows: list[dict]) -> str:
         ' <span id="dlr-shown"></span></p>'
     )
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #ce374143
 def ledger_markdown(
     rows: list[dict],  # from `ledger_rows`
     link_prefix: str = "",  # the book's root, relative to the page
@@ -247,18 +268,13 @@ def fit_columns(
 
     return ["  ".join(cut(str(c), w).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
-# %% ../../nbs/pipeline/91_book.ipynb #bb47412d
-def ledger_text(
-    rows: list[dict],  # from `ledger_rows`
-    wide: bool = False,  # every column, in full (default: fit 100 columns)
-) -> str:
-    "The ledger as a plain-text table for a terminal: papers' claims and targets apart, verdict counts at the end."
-    if not rows:
-        return "no results yet: run `dlr run`"
+# %% ../../nbs/pipeline/91_book.ipynb #e67d9bd4
+def _ledger_table(rows: list[dict]) -> list[tuple]:
+    "Header and one row per claim: part, kind, experiment, claim, measured, criterion, verdict, profile."
     order = {name: i for i, (name, _) in enumerate(PARTS)}
     rows = sorted(rows, key=lambda r: (order[part_of(r["experiment"])], r.get("kind", "paper"), r["experiment"]))
     cols = ("part", "kind", "experiment", "claim", "measured", "criterion", "verdict", "profile")
-    table = [cols] + [
+    return [cols] + [
         (
             part_of(r["experiment"]).split()[0],
             r.get("kind", "paper"),
@@ -271,6 +287,16 @@ def ledger_text(
         )
         for r in rows
     ]
+
+# %% ../../nbs/pipeline/91_book.ipynb #bb47412d
+def ledger_text(
+    rows: list[dict],  # from `ledger_rows`
+    wide: bool = False,  # every column, in full (default: fit 100 columns)
+) -> str:
+    "The ledger as a plain-text table for a terminal: papers' claims and targets apart, verdict counts at the end."
+    if not rows:
+        return "no results yet: run `dlr run`"
+    table = _ledger_table(rows)
     if not wide:
         table = [(t[2], t[3], t[4], t[6], t[7]) for t in table]
     lines = fit_columns(table, shrink=len(table[0]) - 4 if not wide else 3, width=None if wide else 100)
@@ -281,9 +307,6 @@ def ledger_text(
     return "\n".join(lines + [f"{total} ({rest})"])
 
 # %% ../../nbs/pipeline/91_book.ipynb #a26f6d9b
-_DIRECTIVE = re.compile(r"^\s*#\|.*$\n?", re.M)
-
-
 def write_if_changed(path: Path, text: str) -> bool:
     "Write `text` to `path` unless it already holds exactly that (keeps incremental builds fast)."
     if path.is_file() and path.read_text(encoding="utf-8") == text:
@@ -291,6 +314,9 @@ def write_if_changed(path: Path, text: str) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return True
+
+# %% ../../nbs/pipeline/91_book.ipynb #1664f5f3
+_DIRECTIVE = re.compile(r"^\s*#\|.*$\n?", re.M)
 
 
 def tidy_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -308,7 +334,7 @@ def tidy_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     nb.cells = keep
     return nb
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #efb1fb9a
 def _module_of(nb) -> str | None:
     for c in nb.cells:
         m = re.search(r"^\s*#\|\s*default_exp\s+(\S+)", c.source, re.M)
@@ -316,7 +342,7 @@ def _module_of(nb) -> str | None:
             return m.group(1)
     return None
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #8b5e90d1
 def api_index(modules: list[tuple[str, str, str]]) -> str:
     "The API index page from (page stem, module name, title) triples, listing exported names."
     import importlib
@@ -337,7 +363,7 @@ def api_index(modules: list[tuple[str, str, str]]) -> str:
         out.append("")
     return "\n".join(out)
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #0597eab3
 def write_api_pages(
     nbs: str | Path,  # the library notebooks
     dest: str | Path,  # the book's api/ folder
@@ -371,7 +397,7 @@ def _git(root: Path, *args: str) -> str:
         raise ValueError((proc.stderr.strip().splitlines() or ["git failed"])[0])
     return proc.stdout
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #87191f27
 def results_at(
     root: str | Path,  # the repository root
     rev: str,  # a git revision
@@ -413,7 +439,7 @@ def claim_changes(
         if before.get((n, cid)) != after.get((n, cid))
     ]
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #42a68b32
 def ledger_changes(
     root: str | Path,  # the repository root
     rev: str,  # the git revision to compare with
@@ -441,11 +467,9 @@ def release_changes(
         return "*No release yet: there is nothing to compare the evidence with.*"
     return ledger_changes(root, tag)
 
-# %% ../../nbs/pipeline/91_book.ipynb #dccc3f14
-def times_markdown(
-    project,  # a `runner.Project`
-) -> str:
-    "Measured (kept cpu results) and expected (templates) cpu time per part, as a Markdown table."
+# %% ../../nbs/pipeline/91_book.ipynb #45f072db
+def _part_times(project) -> dict[str, list]:
+    "Per part: `[measured seconds of the kept cpu results, how many there are, expected cpu seconds of the templates]`."
     from dlr_nb.pipeline.runner import discover, parse_duration
     from dlr_nb.pipeline.store import read_kept
 
@@ -457,6 +481,16 @@ def times_markdown(
             row[0] += float(kept.results["seconds"])
             row[1] += 1
         row[2] += parse_duration(exp.expected.get("cpu", "")) or 0.0
+    return rows
+
+# %% ../../nbs/pipeline/91_book.ipynb #dccc3f14
+def times_markdown(
+    project,  # a `runner.Project`
+) -> str:
+    "Measured (kept cpu results) and expected (templates) cpu time per part, as a Markdown table."
+    from dlr_nb.pipeline.runner import discover
+
+    rows = _part_times(project)
     total = [sum(r[0] for r in rows.values()), sum(r[1] for r in rows.values()), sum(r[2] for r in rows.values())]
     n = len(discover(project.experiments))
     out = ["| part | measured (kept cpu results) | expected (templates) |", "|---|---|---|"]
@@ -466,7 +500,7 @@ def times_markdown(
         out.append(f"| {part} | {spent} | {format_value(expected / 60)} min{share} |")
     return "\n".join(out + ["", f"{total[1]} of {n} experiments have a kept cpu result."])
 
-
+# %% ../../nbs/pipeline/91_book.ipynb #0fdada0c
 def write_readme_times(
     readme: str | Path,  # the README
     table: str,  # from `times_markdown`
@@ -534,7 +568,23 @@ def prepare_book(
     write_api_pages(root / "nbs", book / "api", executed)
     return problems
 
+# %% ../../nbs/pipeline/91_book.ipynb #43287bb5
+def _build_command(root: Path, warnings_as_errors: bool) -> list[str]:
+    "The Jupyter Book command that builds `root/book` as HTML, Sphinx warnings as errors if asked."
+    cmd = [
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+        "build",
+        str(root / "book"),
+        "--builder",
+        "html",
+    ]
+    if warnings_as_errors:
+        cmd += ["--warningiserror", "--keep-going"]
+    return cmd
 
+# %% ../../nbs/pipeline/91_book.ipynb #ad333b8b
 def build_book(
     root: str | Path,  # the repository root
     warnings_as_errors: bool = True,  # fail on any Sphinx warning
@@ -547,18 +597,7 @@ def build_book(
     skipped = prepare_book(root, api_outputs, jobs)
     if problems is not None:
         problems.extend(skipped)
-    cmd = [
-        sys.executable,
-        "-c",
-        "from jupyter_book.cli.main import main; main()",
-        "build",
-        str(root / "book"),
-        "--builder",
-        "html",
-    ]
-    if warnings_as_errors:
-        cmd += ["--warningiserror", "--keep-going"]
-    proc = subprocess.run(cmd, cwd=root)
+    proc = subprocess.run(_build_command(root, warnings_as_errors), cwd=root)
     if proc.returncode != 0:
         raise RuntimeError(f"the book build failed (exit {proc.returncode}); see the Sphinx messages above")
     return root / "book" / "_build" / "html" / "index.html"
