@@ -32,7 +32,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"dlr: error: {message} (see dlr --help)\n")
 
+# %% ../../nbs/pipeline/92_cli.ipynb #06fa0b1a
+def _list_parser(sub) -> None:
+    sub.add_parser("list", help="experiments, their descriptions and expected time per profile").add_argument(
+        "--wide", action="store_true", help="descriptions in full"
+    )
 
+# %% ../../nbs/pipeline/92_cli.ipynb #3bbfebd1
 def _run_options(q: argparse.ArgumentParser) -> None:
     "The options of `dlr run` and `dlr book`."
     q.add_argument("--profile", default="cpu", help=f"sizes of the run: {', '.join(PROFILES)} (default: cpu)")
@@ -67,7 +73,13 @@ def _run_parser(sub) -> None:
         "--stale", action="store_true", help="run exactly the experiments whose kept result is stale or damaged"
     )
 
+# %% ../../nbs/pipeline/92_cli.ipynb #2ec3c782
+def _status_parser(sub) -> None:
+    st = sub.add_parser("status", help="each experiment's kept result: current, stale (and why), damaged or missing")
+    st.add_argument("--profile", choices=PROFILES, help="only this profile (default: each experiment's highest kept)")
+    st.add_argument("--wide", action="store_true", help="every reason in full")
 
+# %% ../../nbs/pipeline/92_cli.ipynb #388116d9
 def _book_parser(sub) -> None:
     b = sub.add_parser("book", help="run what is missing or stale, then build the HTML book")
     _run_options(b)
@@ -82,6 +94,43 @@ def _book_parser(sub) -> None:
         help="run nothing: build from the kept results, and fail if any is stale, damaged or missing",
     )
 
+# %% ../../nbs/pipeline/92_cli.ipynb #604db1c9
+def _ledger_parser(sub) -> None:
+    led = sub.add_parser("ledger", help="every claim of every kept result, as a table")
+    led.add_argument(
+        "--since", metavar="REV", help="only the claims whose value or verdict changed since git revision REV"
+    )
+    led.add_argument("--wide", action="store_true", help="columns in full")
+
+# %% ../../nbs/pipeline/92_cli.ipynb #17df3c6a
+def _api_outputs_parser(sub) -> None:
+    api = sub.add_parser(
+        "api-outputs", help="execute the library notebooks as nbdev_test does, caching the copies the API pages show"
+    )
+    api.add_argument("--jobs", type=int, default=1, help="notebooks executed in parallel processes (default: 1)")
+
+# %% ../../nbs/pipeline/92_cli.ipynb #7773e2cf
+def _times_parser(sub) -> None:
+    sub.add_parser("times", help="measured and expected cpu time per part, as Markdown").add_argument(
+        "--readme", action="store_true", help="also write the table into README.md"
+    )
+
+# %% ../../nbs/pipeline/92_cli.ipynb #150e525b
+def _publish_parser(sub) -> None:
+    pub = sub.add_parser("publish", help="commit the built book to the gh-pages branch with ghp-import and push it")
+    pub.add_argument("--remote", default="origin", help="git remote to push to (default: origin)")
+    pub.add_argument("--branch", default="gh-pages", help="branch that holds the site (default: gh-pages)")
+    pub.add_argument("--no-push", dest="push", action="store_false", help="commit to the local branch only")
+    pub.add_argument("--dry-run", action="store_true", help="print the command and change nothing")
+
+# %% ../../nbs/pipeline/92_cli.ipynb #e8796658
+def _fetch_parser(sub) -> None:
+    from dlr_nb.data import SOURCES
+
+    fetch = sub.add_parser("fetch", help="download and verify data sets that are missing (sha256 of every file)")
+    fetch.add_argument("datasets", nargs="+", metavar="NAME", choices=list(SOURCES), help=", ".join(SOURCES))
+    fetch.add_argument("--dest", help="folder to fill (default: the data cache; one data set at a time)")
+
 # %% ../../nbs/pipeline/92_cli.ipynb #cd48fd96
 def make_parser() -> argparse.ArgumentParser:
     "The `dlr` argument parser."
@@ -89,36 +138,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="repository root (default: found from the working directory)")
     p.add_argument("--version", action="version", version=f"dlr-nb {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("list", help="experiments, their descriptions and expected time per profile").add_argument(
-        "--wide", action="store_true", help="descriptions in full"
-    )
-    _run_parser(sub)
-    st = sub.add_parser("status", help="each experiment's kept result: current, stale (and why), damaged or missing")
-    st.add_argument("--profile", choices=PROFILES, help="only this profile (default: each experiment's highest kept)")
-    st.add_argument("--wide", action="store_true", help="every reason in full")
-    _book_parser(sub)
-    led = sub.add_parser("ledger", help="every claim of every kept result, as a table")
-    led.add_argument(
-        "--since", metavar="REV", help="only the claims whose value or verdict changed since git revision REV"
-    )
-    led.add_argument("--wide", action="store_true", help="columns in full")
-    api = sub.add_parser(
-        "api-outputs", help="execute the library notebooks as nbdev_test does, caching the copies the API pages show"
-    )
-    api.add_argument("--jobs", type=int, default=1, help="notebooks executed in parallel processes (default: 1)")
-    sub.add_parser("times", help="measured and expected cpu time per part, as Markdown").add_argument(
-        "--readme", action="store_true", help="also write the table into README.md"
-    )
-    pub = sub.add_parser("publish", help="commit the built book to the gh-pages branch with ghp-import and push it")
-    pub.add_argument("--remote", default="origin", help="git remote to push to (default: origin)")
-    pub.add_argument("--branch", default="gh-pages", help="branch that holds the site (default: gh-pages)")
-    pub.add_argument("--no-push", dest="push", action="store_false", help="commit to the local branch only")
-    pub.add_argument("--dry-run", action="store_true", help="print the command and change nothing")
-    from dlr_nb.data import SOURCES
-
-    fetch = sub.add_parser("fetch", help="download and verify data sets that are missing (sha256 of every file)")
-    fetch.add_argument("datasets", nargs="+", metavar="NAME", choices=list(SOURCES), help=", ".join(SOURCES))
-    fetch.add_argument("--dest", help="folder to fill (default: the data cache; one data set at a time)")
+    commands = (_list_parser, _run_parser, _status_parser, _book_parser, _ledger_parser, _api_outputs_parser)
+    for add in commands + (_times_parser, _publish_parser, _fetch_parser):
+        add(sub)
     return p
 
 # %% ../../nbs/pipeline/92_cli.ipynb #d460c4e9
@@ -159,7 +181,7 @@ def _run(project: Project, a) -> int:
     print(summary(outcomes))
     return 1 if any(o.failed for o in outcomes) else 0
 
-
+# %% ../../nbs/pipeline/92_cli.ipynb #c0340644
 def _status(project: Project, a) -> int:
     print(status_text(experiment_status(project, a.profile), wide=a.wide))
     return 0
@@ -171,7 +193,7 @@ def _report(problems: list[str]) -> int:
         print(f"dlr: {line}", file=sys.stderr)
     return 1 if problems else 0
 
-
+# %% ../../nbs/pipeline/92_cli.ipynb #2e94281b
 def _book(project: Project, a) -> int:
     from dlr_nb.pipeline.book import build_book
 
@@ -201,7 +223,7 @@ def _ledger(project: Project, a) -> int:
     print(ledger_text(ledger_rows(project.results, problems), wide=a.wide))
     return _report(problems)
 
-
+# %% ../../nbs/pipeline/92_cli.ipynb #768698c7
 def _times(project: Project, a) -> int:
     from dlr_nb.pipeline.book import times_markdown, write_readme_times
 
@@ -234,7 +256,7 @@ def _publish(project: Project, a) -> int:
     print(shlex.join(cmd) if a.dry_run else f"published {project.root / 'book' / '_build' / 'html'} to {where}")
     return 0
 
-
+# %% ../../nbs/pipeline/92_cli.ipynb #fa0fb1bc
 def _fetch(a) -> int:
     "Download the named data sets; a failed download is one line and exit status 1."
     from dlr_nb.data import DownloadError, data_dir, fetch_dataset, has_data
@@ -260,7 +282,7 @@ class Terminated(KeyboardInterrupt):
 def _terminate(signum, frame):
     raise Terminated()
 
-
+# %% ../../nbs/pipeline/92_cli.ipynb #f5b42420
 def _command(project: Project, a) -> int:
     commands = {
         "list": lambda: _list(project, a.wide),
