@@ -6,12 +6,11 @@
 from __future__ import annotations
 import copy
 import re
-import sys
 from pathlib import Path
 
 import nbformat
 
-from .book import MARKS, format_measured, format_value
+from .book import MARKS, format_measured
 from .pages import reproduce_markdown
 from .store import Kept
 

@@ -46,7 +46,7 @@ from dlr_nb.pipeline.store import (
 from .trials import check_executor, prune_trials
 
 # %% auto #0
-__all__ = ['parse_duration', 'Experiment', 'load_experiment', 'discover', 'check_device', 'resolved_parameters', 'plan',
+__all__ = ['parse_duration', 'Experiment', 'load_experiment', 'discover', 'available_device', 'resolved_parameters', 'plan',
            'Outcome', 'Job', 'QuietKernelManager', 'execute', 'clean_stale_staging', 'default_threads', 'Project',
            'run_experiments', 'summary', 'Status', 'experiment_status', 'stale_names', 'status_text']
 
@@ -139,7 +139,7 @@ def _parse_overrides(overrides: list[str] | None) -> list[tuple[str, str]]:
     return pairs
 
 # %% ../../nbs/pipeline/90_runner.ipynb #c6106c65
-def check_device(device: str) -> str:
+def available_device(device: str) -> str:
     "`device` if it is well formed (`core.check_device`) and present on this machine, else a `UsageError`."
     try:
         core.check_device(device)
@@ -216,7 +216,7 @@ def plan(
     if profile not in PROFILES:
         raise UsageError(f"unknown profile {profile!r} (allowed: {', '.join(PROFILES)})")
     if device is not None:
-        check_device(device)
+        available_device(device)
     pairs = _parse_overrides(overrides)
     return {name: _experiment_params(name, experiments[name], profile, device, pairs) for name in dict.fromkeys(names)}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ..core import atomic_write_text, check_range
-from ..parallel import environment_variables, parallel_results
+from ..parallel import parallel_results
 
 # %% auto #0
 __all__ = ['MISSING', 'EXECUTOR_PATTERN', 'plain_item', 'function_name', 'TrialStore', 'load_trial', 'save_trial', 'prune_trials',
