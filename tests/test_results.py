@@ -95,3 +95,14 @@ def test_the_readme_states_the_times_the_kept_results_measured():
     text = (REPO / "README.md").read_text()
     block = text.split("<!-- dlr times -->\n", 1)[1].split("\n<!-- /dlr times -->", 1)[0]
     assert block == times_markdown(Project(REPO)), "README.md's time table is stale: run `.venv/bin/dlr times --readme`"
+
+
+def test_a_result_depends_on_the_modules_its_template_imports_and_on_no_other():
+    "A comment in the CLI module stales nothing; a line of the pruning module stales exactly the pruning experiments."
+    from dlr_nb.pipeline.store import code_cells, module_closure
+
+    closures = {n: module_closure([s for _, s in code_cells(e.path)]) for n, e in EXPERIMENTS.items()}
+    assert not [n for n, c in closures.items() if "dlr_nb.pipeline.cli" in c]
+    pruned = sorted(n for n, c in closures.items() if "dlr_nb.pruning.prune" in c)
+    assert pruned == sorted(n for n in EXPERIMENTS if n.startswith("pruning_")), pruned
+    assert all("dlr_nb.pipeline.experiment" in c for c in closures.values())  # every template records through it
