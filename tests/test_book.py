@@ -57,7 +57,7 @@ def test_book_was_built_with_all_pages():
     ledger = (HTML / "ledger.html").read_text()
     assert "claims hold" in ledger and "env.seeded_repeat" in ledger
     api = (HTML / "api" / "index.html").read_text()
-    for mod in ("core", "data", "runner", "book", "cli"):
+    for mod in ("core", "data", "models", "pipeline.runner", "pipeline.book", "pipeline.cli", "dmf.factorization"):
         assert f"dlr_nb.{mod}" in api
     core = (HTML / "api" / "nbs" / "00_core.html").read_text()
     assert "#| export" not in core and "seed_everything" in core and "Seeds" in core
