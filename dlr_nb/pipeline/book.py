@@ -18,7 +18,7 @@ __all__ = ['PARTS', 'MARKS', 'PAPERS', 'TARGET_SOURCE', 'load_results', 'ledger_
            'verdict_counts', 'format_measured', 'source_paper', 'bib_entries', 'papers_markdown', 'ledger_markdown',
            'fit_columns', 'ledger_text', 'write_if_changed', 'tidy_notebook', 'api_index', 'write_api_pages',
            'results_at', 'claim_changes', 'ledger_changes', 'release_changes', 'times_markdown', 'write_readme_times',
-           'write_result_pages', 'prepare_book', 'build_book', 'publish_book']
+           'machine_roots', 'write_result_pages', 'prepare_book', 'build_book', 'publish_book']
 
 # %% ../../nbs/pipeline/91_book.ipynb #36fd099c
 def load_results(
@@ -368,12 +368,15 @@ def write_api_pages(
     nbs: str | Path,  # the library notebooks
     dest: str | Path,  # the book's api/ folder
     executed: dict[str, Path] | None = None,  # executed copies by notebook stem (`api_outputs.executed_notebooks`)
+    roots: list[str] = (),  # absolute paths of this machine to hide in outputs (`machine_roots`)
 ) -> list[Path]:
     "Write the tidied notebooks (their executed copies where given) to `dest/nbs/`, the index to `dest/index.md`."
+    from dlr_nb.pipeline.result_pages import clean_outputs
+
     nbs, dest = Path(nbs), Path(dest)
     pages, modules = [], []
     for path in library_notebooks(nbs):
-        nb = nbformat.read((executed or {}).get(path.stem, path), as_version=4)
+        nb = clean_outputs(nbformat.read((executed or {}).get(path.stem, path), as_version=4), list(roots))
         module = _module_of(nb)
         if module is None:
             continue
@@ -516,6 +519,14 @@ def write_readme_times(
     readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
     return readme
 
+# %% ../../nbs/pipeline/91_book.ipynb #6e8e54fa
+def machine_roots(
+    root: str | Path,  # the repository root
+) -> list[str]:
+    "The checkout's, Python's and the home folder's absolute paths, longest first."
+    found = {str(Path(root).resolve()), sys.prefix, str(Path(sys.prefix).resolve()), str(Path.home())}
+    return sorted(found, key=len, reverse=True)
+
 # %% ../../nbs/pipeline/91_book.ipynb #31d32493
 def write_result_pages(
     root: str | Path,  # the repository root
@@ -527,10 +538,10 @@ def write_result_pages(
     project = Project(root)
     statuses = {s.name: s for s in experiment_status(project)}
     shown = shown_results(project.results)
-    roots = sorted({str(Path(root).resolve()), sys.prefix, str(Path(sys.prefix).resolve()), str(Path.home())}, key=len)
+    roots = machine_roots(root)
     for name, exp in discover(project.experiments).items():
         s = statuses[name]
-        page = result_page(exp.path, shown.get(name), s.state, s.reasons, project.results, roots[::-1])
+        page = result_page(exp.path, shown.get(name), s.state, s.reasons, project.results, roots)
         write_if_changed(project.results / f"{name}.ipynb", nbformat.writes(page) + "\n")
     state = {
         n: dict(state=s.state, profile=s.profile, reasons=s.reasons, commit=s.commit, date=s.date)
@@ -565,7 +576,7 @@ def prepare_book(
 
         executed, failed = executed_notebooks(root / "nbs", root / "dlr_nb", book / ".dlr" / "api", jobs)
         problems += [f"API page without outputs: {line}" for line in failed]
-    write_api_pages(root / "nbs", book / "api", executed)
+    write_api_pages(root / "nbs", book / "api", executed, machine_roots(root))
     return problems
 
 # %% ../../nbs/pipeline/91_book.ipynb #43287bb5
