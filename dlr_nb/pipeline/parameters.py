@@ -259,8 +259,9 @@ _RULE_FUNCS = {"min": min, "max": max, "len": len}
 
 def _rule_parts(rule: str) -> tuple[ast.AST, type, ast.AST]:
     "The two sides and the operator of a rule; a ValueError for anything else."
+    ascii_rule = rule.strip().replace("≤", "<=").replace("≥", ">=").replace("≠", "!=")  # papermill: one '=' a line
     try:
-        node = ast.parse(rule.strip(), mode="eval").body
+        node = ast.parse(ascii_rule, mode="eval").body
     except SyntaxError:
         node = None
     if not (isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _RULE_OPS):
