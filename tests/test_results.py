@@ -50,7 +50,9 @@ def test_results_match_schema_and_holds_is_computed(path):
     assert res["experiment"] == path.stem
     validate_results(res)  # recomputes every verdict (three-valued for a claim with an interval) and `holds`
     for c in res["claims"]:
-        if "interval" not in c:
+        if c["verdict"] == "not measured":  # a missing or degenerate measurement holds nothing, whatever it reads
+            assert not c["holds"] and c.get("not_measured"), c["id"]
+        elif "interval" not in c:
             assert c["holds"] == evaluate_criterion(c["criterion"], c["measured"]), c["id"]
     nb = nbformat.read(path.with_suffix(".ipynb"), as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
