@@ -306,6 +306,7 @@ def _papermill(exp: Experiment, params: dict, stage: Path, progress: bool) -> No
 
     logging.getLogger("papermill").setLevel(logging.CRITICAL)  # a stopped kernel is reported by the runner, once
     logging.getLogger("traitlets").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # a kernel stopped by Ctrl-C leaves nbclient's task unread
 
     pm.execute_notebook(
         str(exp.path),
