@@ -11,13 +11,14 @@ import nbformat
 
 from .api_outputs import library_notebooks
 from .parameters import UsageError
+from .runner import fit_columns
 from .store import shown_results
 
 # %% auto #0
 __all__ = ['PARTS', 'MARKS', 'PAPERS', 'TARGET_SOURCE', 'load_results', 'ledger_rows', 'format_value', 'part_of',
            'verdict_counts', 'format_measured', 'source_paper', 'bib_entries', 'papers_markdown', 'ledger_markdown',
-           'fit_columns', 'ledger_text', 'write_if_changed', 'tidy_notebook', 'api_index', 'write_api_pages',
-           'results_at', 'claim_changes', 'ledger_changes', 'release_changes', 'times_markdown', 'write_readme_times',
+           'ledger_text', 'write_if_changed', 'tidy_notebook', 'api_index', 'write_api_pages', 'results_at',
+           'claim_changes', 'ledger_changes', 'release_changes', 'times_markdown', 'write_readme_times',
            'machine_roots', 'write_result_pages', 'prepare_book', 'build_book', 'publish_book']
 
 # %% ../../nbs/pipeline/91_book.ipynb #36fd099c
@@ -251,22 +252,6 @@ def ledger_markdown(
     return "\n".join(
         [f"**{held} of {len(rows)} claims hold.**", "", *_counts_table(rows), "", _filters(rows), "", *table, ""]
     )
-
-# %% ../../nbs/pipeline/91_book.ipynb #73736be8
-def fit_columns(
-    rows: list[tuple],  # the table, header first
-    shrink: int,  # the column that gives way when the table is too wide
-    width: int | None = 100,  # characters a line may take (None: no limit)
-) -> list[str]:
-    "The rows as aligned text lines no longer than `width`, shortening column `shrink` with an ellipsis."
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    if width is not None:
-        widths[shrink] = max(12, widths[shrink] - max(0, sum(widths) + 2 * (len(widths) - 1) - width))
-
-    def cut(text: str, w: int) -> str:
-        return text if len(text) <= w else text[: w - 1] + "…"
-
-    return ["  ".join(cut(str(c), w).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
 # %% ../../nbs/pipeline/91_book.ipynb #e67d9bd4
 def _ledger_table(rows: list[dict]) -> list[tuple]:

@@ -11,13 +11,13 @@ import sys
 import textwrap
 
 from .. import __version__
-from .book import fit_columns
 from .experiment import PROFILES
 from .parameters import TemplateError, UsageError
 from dlr_nb.pipeline.runner import (
     Project,
     discover,
     experiment_status,
+    fit_columns,
     run_experiments,
     stale_names,
     status_text,

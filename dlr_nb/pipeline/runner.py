@@ -48,7 +48,7 @@ from .trials import check_executor, prune_trials
 # %% auto #0
 __all__ = ['parse_duration', 'Experiment', 'load_experiment', 'discover', 'available_device', 'resolved_parameters', 'plan',
            'Outcome', 'Job', 'QuietKernelManager', 'execute', 'clean_stale_staging', 'default_threads', 'Project',
-           'run_experiments', 'summary', 'Status', 'experiment_status', 'stale_names', 'status_text']
+           'run_experiments', 'fit_columns', 'summary', 'Status', 'experiment_status', 'stale_names', 'status_text']
 
 # %% ../../nbs/pipeline/90_runner.ipynb #0501f448
 _UNITS = {"s": 1, "min": 60, "h": 3600}
@@ -514,14 +514,30 @@ def run_experiments(
     outcomes |= _run_jobs(pending, jobs, log)
     return [outcomes[n] for n in todo]
 
+# %% ../../nbs/pipeline/90_runner.ipynb #73736be8
+def fit_columns(
+    rows: list[tuple],  # the table, header first
+    shrink: int,  # the column that gives way when the table is too wide
+    width: int | None = 100,  # characters a line may take (None: no limit)
+) -> list[str]:
+    "The rows as aligned text lines no longer than `width`, shortening column `shrink` with an ellipsis."
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    if width is not None:
+        widths[shrink] = max(12, widths[shrink] - max(0, sum(widths) + 2 * (len(widths) - 1) - width))
+
+    def cut(text: str, w: int) -> str:
+        return text if len(text) <= w else text[: w - 1] + "…"
+
+    return ["  ".join(cut(str(c), w).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
 # %% ../../nbs/pipeline/90_runner.ipynb #ddde4911
 def summary(outcomes: list[Outcome]) -> str:
     "The outcomes as a plain-text table: name, status, seconds, cached."
     rows = [("experiment", "status", "seconds", "cached")] + [
         (o.name, o.status, f"{o.seconds:.1f}", "yes" if o.cached else "no") for o in outcomes
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = fit_columns(rows, shrink=0, width=None)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += [f"{o.status.upper()} {o.name}: {o.error}" for o in outcomes if o.failed]
     return "\n".join(lines)
@@ -584,10 +600,9 @@ def status_text(
     "`dlr status` as plain text: one line per experiment, then the count of each state."
     rows = [("experiment", "profile", "state", "measured", "refresh")]
     rows += [(s.name, s.profile, s.state, f"{s.commit} {s.date}".strip() or "—", s.expected) for s in statuses]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
-    for r, s in zip(rows, [None, *statuses]):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for line, s in zip(fit_columns(rows, shrink=0, width=None), [None, *statuses]):
+        lines.append(line)
         for reason in s.reasons if s else []:
             lines.append(("    " + reason) if wide else ("    " + reason)[:100])
     counts = {state: sum(s.state == state for s in statuses) for state in ("current", "stale", "damaged", "missing")}
