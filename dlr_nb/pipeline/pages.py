@@ -205,6 +205,16 @@ def edit_url(
         path = f"book/experiments/{docname.split('/', 1)[1]}.ipynb"
     return f"{git_url.rstrip('/')}/edit/{branch}/{path}"
 
+# %% ../../nbs/pipeline/93_pages.ipynb #fa9cda1d
+def _repository(srcdir: Path) -> tuple[str, str]:
+    "`git_url` and `branch` from the repository's settings.ini."
+    from configparser import ConfigParser
+
+    cfg = ConfigParser(delimiters=["="])
+    cfg.read(srcdir.parent / "settings.ini", encoding="utf-8")
+    d = cfg["DEFAULT"] if "DEFAULT" in cfg else {}
+    return d.get("git_url", ""), d.get("branch", "main")
+
 # %% ../../nbs/pipeline/93_pages.ipynb #a6b0b747
 def _book_state(app) -> dict:
     "The results and the parts of the book, read once per build."
@@ -216,7 +226,11 @@ def _book_state(app) -> dict:
         good, _ = load_results(src / "results")
         toc_path = src / "_toc.yml"
         toc = yaml.safe_load(toc_path.read_text(encoding="utf-8")) if toc_path.is_file() else {}
-        state = {"results": {r["experiment"]: r for r in good}, "parts": toc_parts(toc or {})}
+        state = {
+            "results": {r["experiment"]: r for r in good},
+            "parts": toc_parts(toc or {}),
+            "repository": _repository(src),
+        }
         app._dlr_pages = state
     return state
 
@@ -263,19 +277,9 @@ def unique_scripts(
             out.append(js)
     return out
 
-# %% ../../nbs/pipeline/93_pages.ipynb #fa9cda1d
-def _repository(srcdir: Path) -> tuple[str, str]:
-    "`git_url` and `branch` from the repository's settings.ini."
-    from configparser import ConfigParser
-
-    cfg = ConfigParser(delimiters=["="])
-    cfg.read(srcdir.parent / "settings.ini", encoding="utf-8")
-    d = cfg["DEFAULT"] if "DEFAULT" in cfg else {}
-    return d.get("git_url", ""), d.get("branch", "main")
-
 # %% ../../nbs/pipeline/93_pages.ipynb #d26094bf
 def _on_page_context(app, pagename, templatename, context, doctree) -> None:
-    git_url, branch = _repository(Path(app.srcdir))
+    git_url, branch = _book_state(app)["repository"]
     if git_url and context.get("page_source_suffix"):
         url = edit_url(pagename, context["page_source_suffix"], Path(app.srcdir).parent, git_url, branch)
         context["edit_page_url_template"] = url + "{# file_name #}"
