@@ -255,9 +255,7 @@ def publish(
     atomic_write_text(home / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     _reached("manifest")
     _may_write("cleaned", home)
-    for old in home.glob("run-*"):
-        if old != run:
-            shutil.rmtree(old, ignore_errors=True)
+    remove_orphans(results, profile, name, min_age=-1)  # the runs it replaces, whatever their age
     _reached("cleaned")
     return run
 
