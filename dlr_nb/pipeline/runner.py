@@ -4,6 +4,7 @@
 
 # %% ../../nbs/pipeline/90_runner.ipynb #d13ad977
 from __future__ import annotations
+import json
 import os
 import shutil
 import sys
@@ -35,9 +36,12 @@ from dlr_nb.pipeline.parameters import (
 )
 from dlr_nb.pipeline.store import (
     experiment_home,
+    function_keys,
     is_cached,
     key_of,
     key_parts,
+    pool_home,
+    prune_pool,
     publish,
     read_kept,
     remove_orphans,
@@ -267,6 +271,8 @@ class Job:
         trials = experiment_home(self.results, self.profile, self.name) / "trials"
         env = dict(DLR_RESULTS_DIR=str(stage), DLR_ROOT=str(self.root), DLR_TRIALS_DIR=str(trials))
         env.update(DLR_CODE_KEY=key_of(self.parts, ("parameters",)), DLR_EXECUTOR=self.executor)
+        env.update(DLR_POOL_DIR=str(pool_home(self.results, self.profile)))
+        env.update(DLR_FUNCTION_KEYS=json.dumps(function_keys(list(self.parts.get("modules", {})))))
         env.update(DLR_KERNEL_LOG=str(self.work / "logs" / f"{self.name}.log"))
         return env | (thread_variables(self.threads) if self.threads else {})
 
@@ -329,9 +335,10 @@ def _staged_results(stage: Path, name: str) -> None:
 
 # %% ../../nbs/pipeline/90_runner.ipynb #5d4bba54
 def _publish_job(job: Job, stage: Path) -> None:
-    "Publish the staged run as the kept result; remove the stored trials of any other code key."
+    "Publish the staged run as the kept result; remove its stored trials, and its modules' pooled ones, of other keys."
     publish(stage, job.results, job.profile, job.name, job.parts, job.params)
     prune_trials(experiment_home(job.results, job.profile, job.name) / "trials", key_of(job.parts, ("parameters",)))
+    prune_pool(pool_home(job.results, job.profile), function_keys(list(job.parts.get("modules", {}))))
 
 # %% ../../nbs/pipeline/90_runner.ipynb #ab8fd31e
 def _keep_failed(stage: Path, work: Path, name: str) -> None:

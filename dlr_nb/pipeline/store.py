@@ -22,10 +22,10 @@ from ..core import atomic_write_text
 from .experiment import PROFILES, read_results
 
 # %% auto #0
-__all__ = ['KEY_LIBRARIES', 'MANIFEST', 'BEST_FIRST', 'PUBLISH_STEPS', 'library_hash', 'imported_names', 'module_file',
-           'module_closure', 'library_versions', 'code_cells', 'key_parts', 'key_of', 'describe_changes',
-           'experiment_home', 'publish', 'remove_orphans', 'Kept', 'read_kept', 'kept_results', 'shown_results',
-           'status_of', 'is_cached']
+__all__ = ['KEY_LIBRARIES', 'POOL', 'MANIFEST', 'BEST_FIRST', 'PUBLISH_STEPS', 'library_hash', 'imported_names', 'module_file',
+           'module_closure', 'library_versions', 'code_cells', 'key_parts', 'key_of', 'pool_home', 'function_keys',
+           'prune_pool', 'describe_changes', 'experiment_home', 'publish', 'remove_orphans', 'Kept', 'read_kept',
+           'kept_results', 'shown_results', 'status_of', 'is_cached']
 
 # %% ../../nbs/pipeline/88_store.ipynb #68ec9e9f
 def _sha(data: str | bytes) -> str:
@@ -161,6 +161,51 @@ def key_of(
 ) -> str:
     "The SHA-256 of the parts."
     return _sha(json.dumps({k: v for k, v in parts.items() if k not in without}, sort_keys=True))
+
+# %% ../../nbs/pipeline/88_store.ipynb #13f1029c
+POOL = "pool"  # the folder of pooled trials beside the experiments of a profile
+
+
+def pool_home(
+    results: str | Path,  # the results folder
+    profile: str,  # smoke, cpu or paper
+) -> Path:
+    "Where the pooled trials of `profile` are kept."
+    return Path(results) / profile / POOL
+
+# %% ../../nbs/pipeline/88_store.ipynb #90c67f9d
+def function_keys(
+    modules: list[str],  # modules of the package (e.g. a result's closure)
+    package: str | Path | None = None,  # the package folder (default: the installed `dlr_nb`)
+) -> dict[str, str]:
+    "Module → the key of a trial function defined in it: its module closure's sources and their libraries' versions."
+    package = Path(package or _package_dir())
+    out = {}
+    for m in modules:
+        closure = module_closure([f"import {m}"], package)
+        sources = {x: module_file(x, package).read_text(encoding="utf-8") for x in closure}
+        modules_part = {x: _sha(s) for x, s in sources.items()}
+        out[m] = key_of({"modules": modules_part, "libraries": library_versions(list(sources.values()))})
+    return out
+
+# %% ../../nbs/pipeline/88_store.ipynb #e9838f20
+def prune_pool(
+    folder: str | Path,  # a profile's pool
+    keys: dict[str, str],  # today's function_keys of the modules whose trials may be pruned
+) -> int:
+    "Delete the pooled trials of functions in `keys`' modules made with another key (and unreadable ones); the number."
+    removed = 0
+    for path in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            module = record["function"].rsplit(".", 1)[0]
+            stale = module in keys and record["code_key"] != keys[module]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            stale = True
+        if stale:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 # %% ../../nbs/pipeline/88_store.ipynb #4bc9f5db
 def _list_changes(what: str, old: dict, new: dict) -> list[str]:
