@@ -16,7 +16,7 @@ from conftest import REPO, dlr_call, kept_of, run_dlr
 from dlr_nb.pipeline.trials import MISSING, TrialStore, load_trial
 
 NAME = "deeplora_fewshot"
-TRIALS = REPO / "book" / "results" / "smoke" / NAME / "trials"
+TRIALS = REPO / "book" / "results" / "smoke" / "pool"  # its runs are pooled trials (dlr_nb.pipeline.pool)
 TIMING = ("seconds_per_step", "eval_seconds")  # measured times, which differ from run to run
 
 
@@ -34,9 +34,11 @@ def _tables(kept) -> dict:
 
 
 def _runs_record(kept) -> dict:
-    "The results' record of the `runs` trials: total, resumed, computed, damaged."
+    "The results' record of the `runs` trials: total, resumed, computed, damaged (and that they are pooled)."
     assert kept is not None and kept.ok, kept
-    return kept.results["trials"]["runs"]
+    record = dict(kept.results["trials"]["runs"])
+    assert record.pop("pooled") is True
+    return record
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
