@@ -4,6 +4,7 @@
 
 # %% ../../nbs/pipeline/90_runner.ipynb #d13ad977
 from __future__ import annotations
+import functools
 import json
 import os
 import shutil
@@ -266,13 +267,18 @@ class Job:
     def profile(self) -> str:
         return self.params["profile"]
 
+    @functools.cached_property
+    def function_keys(self) -> dict[str, str]:
+        "The key of a pooled trial function in each module of the result's closure (`store.function_keys`)."
+        return function_keys(list(self.parts.get("modules", {})))
+
     def environment(self, stage: Path) -> dict:
         "The variables the kernel runs with."
         trials = experiment_home(self.results, self.profile, self.name) / "trials"
         env = dict(DLR_RESULTS_DIR=str(stage), DLR_ROOT=str(self.root), DLR_TRIALS_DIR=str(trials))
         env.update(DLR_CODE_KEY=key_of(self.parts, ("parameters",)), DLR_EXECUTOR=self.executor)
         env.update(DLR_POOL_DIR=str(pool_home(self.results, self.profile)))
-        env.update(DLR_FUNCTION_KEYS=json.dumps(function_keys(list(self.parts.get("modules", {})))))
+        env.update(DLR_FUNCTION_KEYS=json.dumps(self.function_keys))
         env.update(DLR_KERNEL_LOG=str(self.work / "logs" / f"{self.name}.log"))
         return env | (thread_variables(self.threads) if self.threads else {})
 
@@ -338,7 +344,7 @@ def _publish_job(job: Job, stage: Path) -> None:
     "Publish the staged run as the kept result; remove its stored trials, and its modules' pooled ones, of other keys."
     publish(stage, job.results, job.profile, job.name, job.parts, job.params)
     prune_trials(experiment_home(job.results, job.profile, job.name) / "trials", key_of(job.parts, ("parameters",)))
-    prune_pool(pool_home(job.results, job.profile), function_keys(list(job.parts.get("modules", {}))))
+    prune_pool(pool_home(job.results, job.profile), job.function_keys)
 
 # %% ../../nbs/pipeline/90_runner.ipynb #ab8fd31e
 def _keep_failed(stage: Path, work: Path, name: str) -> None:
@@ -526,6 +532,7 @@ def fit_columns(
     rows: list[tuple],  # the table, header first
     shrink: int,  # the column that gives way when the table is too wide
     width: int | None = 100,  # characters a line may take (None: no limit)
+    rule: bool = False,  # a line of dashes under the header, one run per column
 ) -> list[str]:
     "The rows as aligned text lines no longer than `width`, shortening column `shrink` with an ellipsis."
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
@@ -535,7 +542,10 @@ def fit_columns(
     def cut(text: str, w: int) -> str:
         return text if len(text) <= w else text[: w - 1] + "…"
 
-    return ["  ".join(cut(str(c), w).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(cut(str(c), w).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if rule:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
 
 # %% ../../nbs/pipeline/90_runner.ipynb #ddde4911
 def summary(outcomes: list[Outcome]) -> str:
@@ -543,9 +553,7 @@ def summary(outcomes: list[Outcome]) -> str:
     rows = [("experiment", "status", "seconds", "cached")] + [
         (o.name, o.status, f"{o.seconds:.1f}", "yes" if o.cached else "no") for o in outcomes
     ]
-    lines = fit_columns(rows, shrink=0, width=None)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = fit_columns(rows, shrink=0, width=None, rule=True)
     lines += [f"{o.status.upper()} {o.name}: {o.error}" for o in outcomes if o.failed]
     return "\n".join(lines)
 
