@@ -306,10 +306,14 @@ def speedup(
     metric: str = "recovery",  # loss, recovery or relative
     x: str = "seconds",  # seconds (wall time) or step (iterations)
 ) -> float:
-    "How many times sooner `other` reaches `level` than `reference` (NaN if either never does)."
+    "How many times sooner `other` reaches `level` than `reference` (0: only `other` never does it)."
     level = getattr(reference, metric)[-1] if level is None else level
     a, b = reference.first(level, metric, x), other.first(level, metric, x)
-    return float("nan") if a is None or b is None or b <= 0 else a / b
+    if a is None:
+        return float("nan")  # no time to compare with
+    if b is None:
+        return 0.0  # infinitely slower: a run that never gets there is a result, not a missing one
+    return float("nan") if b <= 0 else a / b
 
 # %% ../../nbs/dmf/11_training.ipynb #379f94da
 def log_rows(
