@@ -270,6 +270,14 @@ def _may_write(step: str, path: Path) -> None:
 def _run_files(run: Path) -> dict[str, str]:
     return {p.relative_to(run).as_posix(): _sha(p.read_bytes()) for p in sorted(run.rglob("*")) if p.is_file()}
 
+
+def _named_run(home: Path) -> str | None:
+    "The run folder the manifest in `home` names (None without a readable manifest)."
+    try:
+        return json.loads((home / MANIFEST).read_text(encoding="utf-8"))["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
 # %% ../../nbs/pipeline/88_store.ipynb #082a5a54
 def publish(
     stage: Path,  # the staged run: <name>.ipynb, <name>.json and the <name>/ data folder
@@ -282,6 +290,7 @@ def publish(
     "Make the staged run the kept result of `name` at `profile`; returns its run folder."
     home = experiment_home(results, profile, name)
     home.mkdir(parents=True, exist_ok=True)
+    replaced = _named_run(home)  # the run this publish replaces, if any
     run = home / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     _may_write("moved", home)
     os.replace(stage, run)
@@ -300,7 +309,8 @@ def publish(
     atomic_write_text(home / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     _reached("manifest")
     _may_write("cleaned", home)
-    remove_orphans(results, profile, name, min_age=-1)  # the runs it replaces, whatever their age
+    if replaced not in (None, run.name):
+        shutil.rmtree(home / replaced, ignore_errors=True)  # only it: another publish's folder may be under way
     _reached("cleaned")
     return run
 
@@ -315,9 +325,8 @@ def remove_orphans(
     import time
 
     home = experiment_home(results, profile, name)
-    try:
-        named = json.loads((home / MANIFEST).read_text(encoding="utf-8"))["run"]
-    except (OSError, ValueError, KeyError, TypeError):
+    named = _named_run(home)
+    if named is None:
         return []  # no readable manifest: nothing is known to be an orphan
     gone = [p for p in home.glob("run-*") if p.name != named and time.time() - p.stat().st_mtime > min_age]
     for p in gone:
