@@ -243,7 +243,9 @@ def test_result_pages_open_with_the_verdicts_and_the_reproduce_box_and_chapters_
             assert (HTML / "results" / f).is_file(), f"{name}: download {f} is not in the build"
         assert f"{name}.json" in page and f"_sources/results/{name}.ipynb" in page, f"{name}: downloads missing"
     for chapter in (BOOK / "theory").glob("*.md"):
-        assert "What we measured" in (HTML / "theory" / f"{chapter.stem}.html").read_text(), chapter.stem
+        page = (HTML / "theory" / f"{chapter.stem}.html").read_text()
+        assert "What we measured" in page and "What reproduced" in page, chapter.stem
+        assert "{{" not in page, f"{chapter.stem}: a substitution of an analysis was not filled"
 
 
 def _book_pages():

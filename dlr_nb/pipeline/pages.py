@@ -226,10 +226,13 @@ def _book_state(app) -> dict:
         good, _ = load_results(src / "results")
         toc_path = src / "_toc.yml"
         toc = yaml.safe_load(toc_path.read_text(encoding="utf-8")) if toc_path.is_file() else {}
+        from dlr_nb.pipeline.summaries import load_analyses  # it reads verdicts with this module's `verdict_of`
+
         state = {
             "results": {r["experiment"]: r for r in good},
             "parts": toc_parts(toc or {}),
             "repository": _repository(src),
+            "analyses": load_analyses(src / "theory" / "analyses.yml"),
         }
         app._dlr_pages = state
     return state
@@ -256,7 +259,11 @@ def page_addition(
         return source.rstrip("\n") + "\n\n" + sources_table() + "\n"
     for theory, experiments in state["parts"]:
         if docname in theory and experiments:
-            return source.rstrip("\n") + "\n\n" + measured_markdown(experiments, state["results"]) + "\n"
+            from dlr_nb.pipeline.summaries import reproduced_markdown
+
+            measured = measured_markdown(experiments, state["results"])
+            summary = reproduced_markdown(experiments, state["results"], state.get("analyses", {}))
+            return source.rstrip("\n") + "\n\n" + measured + "\n\n" + summary + "\n"
     return source
 
 
