@@ -4,6 +4,7 @@
 
 # %% ../../nbs/convresnext/30_network.ipynb #8e9a1147
 from __future__ import annotations
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ __all__ = ['TASKS', 'FIT_OPTIMIZERS', 'MANIFOLDS', 'MANIFOLD_LABELS', 'same_conv
            'LoopBlock', 'ConvResNeXt', 'conv_resnet', 'block_scales', 'blocks_carrying', 'prediction_loss', 'evaluate',
            'training_optimizer', 'train_epoch', 'fit', 'training_step_seconds', 'regression_baselines',
            'classification_baselines', 'sklearn_baselines', 'manifold_points', 'besov_target', 'manifold_dimensions',
-           'manifold_response', 'manifold_data', 'excess_error', 'SparsityRun', 'sparsity_run']
+           'label_threshold', 'manifold_response', 'manifold_data', 'excess_error', 'SparsityRun', 'sparsity_run']
 
 # %% ../../nbs/convresnext/30_network.ipynb #6e9b98a8
 def same_conv(
@@ -448,6 +449,17 @@ def manifold_dimensions(
         raise ValueError(f"D: the {manifold} (d = {intrinsic}) lives in ℝ^{base}; D = {D} is too small")
     return intrinsic, base
 
+# %% ../../nbs/convresnext/30_network.ipynb #9445df69
+@functools.lru_cache(maxsize=None)
+def label_threshold(
+    manifold: str = "curve",  # curve, sphere or torus
+    d: int | None = None,  # the sphere's dimension (None: 2)
+) -> float:
+    "The class boundary m of the classification labels: the median of g over the manifold's sampling distribution."
+    points = manifold_points(2**17, manifold, d, torch.Generator().manual_seed(2**31 - 1))
+    return float(besov_target(points.double()).median())
+
+
 # %% ../../nbs/convresnext/30_network.ipynb #9246a2ec
 MANIFOLD_LABELS = ("regression", "sign", "logistic")
 
@@ -457,12 +469,13 @@ def manifold_response(
     labels: str = "regression",  # regression, sign or logistic
     noise: float = 0.1,  # standard deviation of the regression noise
     generator: torch.Generator | None = None,  # CPU random source of the noise or the logistic draws
+    threshold: float = 0.0,  # the class boundary m (`label_threshold`)
 ) -> torch.Tensor:
-    "Noisy responses (regression) or 0/1 labels from the sign or the logistic probability of g − median g."
+    "Noisy responses (regression) or 0/1 labels from the sign or the logistic probability of g − m."
     check_choice("labels", labels, list(MANIFOLD_LABELS))
     if labels == "regression":
         return target + noise * torch.randn(len(target), generator=generator, dtype=torch.float64)
-    centred = target - target.median()
+    centred = target - threshold
     if labels == "sign":
         return (centred > 0).long()
     return torch.bernoulli(torch.sigmoid(4 * centred), generator=generator).long()
@@ -480,7 +493,7 @@ def manifold_data(
     embedding_seed: int = 0,  # the rotation (share it between training and test sets)
     dtype: torch.dtype = torch.float32,  # dtype of the returned tensors (drawn in float64)
 ) -> dict[str, torch.Tensor]:
-    "Samples on a manifold embedded in ℝ^D: `x` (n × D), `y`, the noise-free `target` and the base points `p`."
+    "Samples on a manifold in ℝ^D: `x` (n × D), `y`, the noise-free `target`, the base points `p` and the class boundary `threshold`."
     check_choice("manifold", manifold, list(MANIFOLDS))
     check_choice("labels", labels, list(MANIFOLD_LABELS))
     check_range("D", D, 1)
@@ -494,12 +507,14 @@ def manifold_data(
     if ambient_noise > 0:
         x = x + ambient_noise * torch.randn(n, D, generator=g, dtype=torch.float64)
     target = besov_target(p)
-    y = manifold_response(target, labels, noise, g)
+    threshold = label_threshold(manifold, intrinsic if manifold == "sphere" else None)
+    y = manifold_response(target, labels, noise, g, threshold)
     return {
         "x": x.to(dtype),
         "y": y.to(dtype) if labels == "regression" else y,
         "target": target.to(dtype),
         "p": p.to(dtype),
+        "threshold": torch.tensor(threshold, dtype=torch.float64),
     }
 
 # %% ../../nbs/convresnext/30_network.ipynb #c30e0e02
@@ -507,13 +522,16 @@ def excess_error(
     pred: torch.Tensor,  # n predictions (a tensor or NumPy array): values, or labels 0/1 for classification
     target: torch.Tensor,  # the n noise-free responses g(p), e.g. `manifold_data(...)["target"]`
     task: str = "regression",  # regression or classification
+    threshold: float | None = None,  # classification: the class boundary m, e.g. `manifold_data(...)["threshold"]`
 ) -> float:
-    "Excess risk against the noise-free target, or the error rate against the noise-free label g > median g."
+    "Excess risk against the noise-free target, or the error rate against the noise-free label g > m."
     check_choice("task", task, TASKS)
     clean = target.double()
     if task == "regression":
         return float(((torch.as_tensor(pred).double() - clean) ** 2).mean())
-    return float((torch.as_tensor(pred).long() != (clean > clean.median()).long()).double().mean())
+    if threshold is None:
+        raise ValueError("threshold: classification needs the class boundary m, e.g. manifold_data(...)['threshold']")
+    return float((torch.as_tensor(pred).long() != (clean > float(threshold)).long()).double().mean())
 
 # %% ../../nbs/convresnext/30_network.ipynb #dd317afa
 @dataclass

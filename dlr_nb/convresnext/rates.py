@@ -81,7 +81,8 @@ def _train_network(p: RatePoint, train: dict, test: dict) -> dict:
     with torch.no_grad():
         out = net.eval()(test["x"].to(dev)).cpu()
     pred = out if p.task == "regression" else (out > 0).long()
-    return {"method": "ConvResNeXt", "error": excess_error(pred, test["target"], p.task), "seconds": t.seconds}
+    error = excess_error(pred, test["target"], p.task, test["threshold"])
+    return {"method": "ConvResNeXt", "error": error, "seconds": t.seconds}
 
 # %% ../../nbs/convresnext/32_rates.ipynb #f653ab68
 def run_rate_point(
@@ -94,7 +95,7 @@ def run_rate_point(
     for name, model in sklearn_baselines(p.task, seed=p.seed).items():
         with Timer() as t:
             model.fit(train["x"].double().numpy(), train["y"].numpy())
-        error = excess_error(model.predict(test["x"].double().numpy()), test["target"], p.task)
+        error = excess_error(model.predict(test["x"].double().numpy()), test["target"], p.task, test["threshold"])
         results.append({"method": name, "error": error, "seconds": t.seconds})
     point = {"task": p.task, "D": p.D, "n": p.n, "rep": p.rep}
     return [{**point, **r} for r in results]
