@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core import check_finite, check_labels, check_type
+from ..core import check_finite, check_labels, check_range, check_type
 from ..models import norm_product
 
 # %% auto #0
@@ -208,8 +208,10 @@ def normalized_margin(
     model: nn.Module,  # a bias-free classifier (as for `weight_matrices`)
     x: torch.Tensor,  # N inputs
     y: torch.Tensor,  # N labels in 0..C-1
+    quantile: float = 0.01,  # the soft minimum `low` is this quantile of the margins
 ) -> dict:
-    "The margins (f(x)_y − max_{c≠y} f(x)_c) / ρ of the data: their minimum and mean, and ρ."
+    "The margins (f(x)_y − max_{c≠y} f(x)_c) / ρ of the data: their minimum, `quantile`-th quantile and mean, and ρ."
+    check_range("quantile", quantile, 0, 1)
     logits = model(x)
     if len(logits) != len(y):
         raise ValueError(f"x and y differ in length: {len(logits)} inputs, {len(y)} labels")
@@ -218,4 +220,5 @@ def normalized_margin(
     other = logits.scatter(1, y.long()[:, None], float("-inf")).max(1).values
     rho = norm_product(model)["rho"]
     m = (true - other) / rho
-    return {"min": float(m.min()), "mean": float(m.mean()), "rho": rho}
+    low = float(torch.quantile(m.double(), quantile))
+    return {"min": float(m.min()), "low": low, "mean": float(m.mean()), "rho": rho}

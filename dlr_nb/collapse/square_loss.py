@@ -98,6 +98,7 @@ def _matched_row(model: nn.Module, data: dict) -> dict:
         "test_error": float((model(data["x_test"]).argmax(1) != data["y_test"]).float().mean()),
         "rho": margin["rho"],
         "margin_min": margin["min"],
+        "margin_low": margin["low"],
         "margin_mean": margin["mean"],
     }
 

@@ -449,7 +449,7 @@ def manifold_dimensions(
         raise ValueError(f"D: the {manifold} (d = {intrinsic}) lives in ℝ^{base}; D = {D} is too small")
     return intrinsic, base
 
-# %% ../../nbs/convresnext/30_network.ipynb #9445df69
+# %% ../../nbs/convresnext/30_network.ipynb #9b9881d6
 @functools.lru_cache(maxsize=None)
 def label_threshold(
     manifold: str = "curve",  # curve, sphere or torus
