@@ -459,7 +459,6 @@ def label_threshold(
     points = manifold_points(2**17, manifold, d, torch.Generator().manual_seed(2**31 - 1))
     return float(besov_target(points.double()).median())
 
-
 # %% ../../nbs/convresnext/30_network.ipynb #9246a2ec
 MANIFOLD_LABELS = ("regression", "sign", "logistic")
 
@@ -493,7 +492,7 @@ def manifold_data(
     embedding_seed: int = 0,  # the rotation (share it between training and test sets)
     dtype: torch.dtype = torch.float32,  # dtype of the returned tensors (drawn in float64)
 ) -> dict[str, torch.Tensor]:
-    "Samples on a manifold in ℝ^D: `x` (n × D), `y`, the noise-free `target`, the base points `p` and the class boundary `threshold`."
+    "Samples on a manifold in ℝ^D: `x` (n × D), `y`, noise-free `target`, base points `p`, class boundary `threshold`."
     check_choice("manifold", manifold, list(MANIFOLDS))
     check_choice("labels", labels, list(MANIFOLD_LABELS))
     check_range("D", D, 1)
