@@ -471,6 +471,20 @@ def _part_times(project) -> dict[str, list]:
         row[2] += parse_duration(exp.expected.get("cpu", "")) or 0.0
     return rows
 
+# %% ../../nbs/pipeline/91_book.ipynb #b83f2a19
+def _resumed_results(project) -> list[str]:
+    "The experiments whose kept cpu result read some of its trials back from earlier runs."
+    from dlr_nb.pipeline.runner import discover
+    from dlr_nb.pipeline.store import read_kept
+
+    names = []
+    for name in discover(project.experiments):
+        kept = read_kept(project.results, "cpu", name)
+        groups = {} if kept is None or not kept.ok else kept.results.get("trials") or {}
+        if any(group.get("resumed", 0) for group in groups.values()):
+            names.append(name)
+    return names
+
 # %% ../../nbs/pipeline/91_book.ipynb #dccc3f14
 def times_markdown(
     project,  # a `runner.Project`
@@ -486,7 +500,15 @@ def times_markdown(
         share = f" ({100 * expected / total[2]:.0f} %)" if total[2] else ""
         spent = f"{format_value(measured / 60)} min over {count} experiments"
         out.append(f"| {part} | {spent} | {format_value(expected / 60)} min{share} |")
-    return "\n".join(out + ["", f"{total[1]} of {n} experiments have a kept cpu result."])
+    out += ["", f"{total[1]} of {n} experiments have a kept cpu result."]
+    resumed = _resumed_results(project)
+    if resumed:
+        names = ", ".join(f"`{name}`" for name in resumed)
+        out[-1] += (
+            f" {len(resumed)} of them resumed trials kept from earlier runs ({names}): their measured time is the "
+            "last run's, which computed only the trials still missing, not the whole study."
+        )
+    return "\n".join(out)
 
 # %% ../../nbs/pipeline/91_book.ipynb #0fdada0c
 def write_readme_times(
