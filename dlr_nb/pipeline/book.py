@@ -456,14 +456,20 @@ def release_changes(
     return ledger_changes(root, tag)
 
 # %% ../../nbs/pipeline/91_book.ipynb #45f072db
-def _part_times(project) -> dict[str, list]:
-    "Per part: `[measured seconds of the kept cpu results, how many there are, expected cpu seconds of the templates]`."
-    from dlr_nb.pipeline.runner import discover, parse_duration
+def _kept_cpu(project) -> dict[str, tuple]:
+    "Every experiment's template and kept cpu result (None where there is none), by name."
+    from dlr_nb.pipeline.runner import discover
     from dlr_nb.pipeline.store import read_kept
 
+    return {name: (exp, read_kept(project.results, "cpu", name)) for name, exp in discover(project.experiments).items()}
+
+
+def _part_times(project) -> dict[str, list]:
+    "Per part: `[measured seconds of the kept cpu results, how many there are, expected cpu seconds of the templates]`."
+    from dlr_nb.pipeline.runner import parse_duration
+
     rows = {}
-    for name, exp in discover(project.experiments).items():
-        kept = read_kept(project.results, "cpu", name)
+    for name, (exp, kept) in _kept_cpu(project).items():
         row = rows.setdefault(part_of(name), [0.0, 0, 0.0])
         if kept is not None and kept.ok:
             row[0] += float(kept.results["seconds"])
@@ -474,12 +480,8 @@ def _part_times(project) -> dict[str, list]:
 # %% ../../nbs/pipeline/91_book.ipynb #b83f2a19
 def _resumed_results(project) -> list[str]:
     "The experiments whose kept cpu result read some of its trials back from earlier runs."
-    from dlr_nb.pipeline.runner import discover
-    from dlr_nb.pipeline.store import read_kept
-
     names = []
-    for name in discover(project.experiments):
-        kept = read_kept(project.results, "cpu", name)
+    for name, (_, kept) in _kept_cpu(project).items():
         groups = {} if kept is None or not kept.ok else kept.results.get("trials") or {}
         if any(group.get("resumed", 0) for group in groups.values()):
             names.append(name)
