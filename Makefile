@@ -11,10 +11,11 @@ JOBS ?= 1
 
 .PHONY: book test install export nbtest check-clean clean publish dist
 
-# torch==2.13.0 goes in the same pip command as everything else: alone, a dependency would pull a multi-GB CUDA build
-$(STAMP): settings.ini setup.py
+# torch==2.13.0 goes in the same pip command as everything else: alone, a dependency would pull a multi-GB CUDA build;
+# constraints.txt pins the libraries the committed results were measured with (they are in each result's key)
+$(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt "torch==2.13.0" -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -43,6 +43,16 @@ def test_no_smoke_result_is_committed_and_committed_results_stay_small():
     assert size < 20 * 2**20, f"committed results take {size / 2**20:.1f} MB (at most 20 MB)"
 
 
+def test_the_install_pins_the_libraries_the_committed_results_were_measured_with():
+    "A library's version is part of a result's key: `make install` must install the versions the kept results record."
+    lines = (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines()
+    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    for manifest in sorted((REPO / "book" / "results").glob("[cp]*/*/manifest.json")):
+        libraries = json.loads(manifest.read_text(encoding="utf-8"))["parts"]["libraries"]
+        for library, version in libraries.items():
+            assert pins.get(library) == version.split("+")[0], f"{manifest.parent.name}: {library} {version}"
+
+
 @pytest.mark.parametrize("path", RESULTS, ids=[f"{p.parents[2].name}-{p.stem}" for p in RESULTS])
 def test_results_match_schema_and_holds_is_computed(path):
     res = json.loads(path.read_text())
