@@ -149,6 +149,8 @@ def _select_cbs(w, sparsity, fisher, search, pattern=None):
     if pattern is None:
         return cbs_select(w, fisher, sparsity, **search)
     groups, counts, fixed = pattern
+    if len(counts) == 1:  # a later step of global pruning: the one-shot search, earlier removals kept
+        return cbs_select(w, fisher, int(counts.sum()) / len(w), **search, fixed=fixed)
     return cbs_select(w, fisher, sparsity, **search, groups=groups, counts=counts, fixed=fixed)
 
 # %% ../../nbs/pruning/42_prune.ipynb #998c89ed

@@ -12,8 +12,8 @@ from ..core import check_range, check_type, progress
 
 # %% auto #0
 __all__ = ['pruned_count', 'smallest_mask', 'magnitude_mask', 'obs_scores', 'obs_update', 'woodfisher_update', 'group_mask',
-           'rmp_masks', 'quadratic_cost', 'swap_delta', 'swap_order', 'swap_pass', 'initial_masks', 'cbs_select',
-           'cbs_update', 'obc_hessian', 'obc_prune_layer']
+           'kept_exactly', 'rmp_masks', 'quadratic_cost', 'swap_delta', 'swap_order', 'swap_pass', 'initial_masks',
+           'cbs_select', 'cbs_update', 'obc_hessian', 'obc_prune_layer']
 
 # %% ../../nbs/pruning/41_surgery.ipynb #a8894c50
 def pruned_count(
@@ -94,19 +94,36 @@ def group_mask(
     mask[order[rank < counts.to(s.device)[groups[order]]]] = True
     return mask
 
+# %% ../../nbs/pruning/41_surgery.ipynb #29bcec8a
+def kept_exactly(
+    keep: torch.Tensor,  # kept-mask, changed in place
+    a: torch.Tensor,  # magnitudes (a weight that must go: below every other)
+    count: int,  # how many to keep
+) -> torch.Tensor:
+    "`keep` with exactly `count` weights: the smallest kept go, or the largest removed return."
+    surplus = int(keep.sum()) - count
+    if surplus > 0:
+        keep[torch.nonzero(keep)[:, 0][torch.argsort(a[keep], stable=True)[:surplus]]] = False
+    elif surplus < 0:
+        keep[torch.nonzero(~keep)[:, 0][torch.argsort(a[~keep], descending=True, stable=True)[:-surplus]]] = True
+    return keep
+
 # %% ../../nbs/pruning/41_surgery.ipynb #e46dbcb8
 def rmp_masks(
     w: torch.Tensor,  # flat weights
     sparsity: float,  # share removed, in [0, 1)
     tries: int = 50,  # random tries after the magnitude mask (try 0), at least 1
     generator: torch.Generator | None = None,  # the random stream of the chunk permutations
+    fixed: torch.Tensor | None = None,  # weights an earlier step removed: removed in every mask
 ) -> list[torch.Tensor]:
     "Magnitude mask, then `tries` random-chunk magnitude masks (RMP), all with exactly round(s·d) removed."
     check_type("tries", tries, int)
     check_range("tries", tries, 1)
     d, p = len(w), pruned_count(len(w), sparsity)
     a = w.abs().cpu()
-    masks = [magnitude_mask(w, sparsity)]
+    if fixed is not None:
+        a[fixed.cpu()] = -1.0  # below every magnitude: removed first
+    masks = [smallest_mask(a, p).to(w.device)]
     chunks = max(1, min(math.isqrt(d), 1000))
     for _ in range(tries):
         keep = torch.zeros(d, dtype=torch.bool)
@@ -114,10 +131,9 @@ def rmp_masks(
             k = math.ceil(len(part) * (1 - sparsity))
             if k:
                 keep[part[torch.topk(a[part], k).indices]] = True
-        surplus = int(keep.sum()) - (d - p)
-        if surplus > 0:
-            keep[torch.nonzero(keep)[:, 0][torch.argsort(a[keep], stable=True)[:surplus]]] = False
-        masks.append((~keep).to(w.device))
+        if fixed is not None:
+            keep[fixed.cpu()] = False
+        masks.append((~kept_exactly(keep, a, d - p)).to(w.device))
     return masks
 
 # %% ../../nbs/pruning/41_surgery.ipynb #1c7a1f75
@@ -211,14 +227,13 @@ def initial_masks(
     sparsity: float,  # share removed, in [0, 1)
     tries: int = 50,  # RMP random tries
     seed: int = 0,  # seed of RMP's random stream
-    groups: torch.Tensor | None = None,  # group id of every weight (None with `fixed` None: RMP)
+    groups: torch.Tensor | None = None,  # group id of every weight (None: RMP)
     counts: torch.Tensor | None = None,  # weights removed in each group (None: one global budget)
-    fixed: torch.Tensor | None = None,  # weights removed by an earlier step
+    fixed: torch.Tensor | None = None,  # weights removed by an earlier step, in every mask
 ) -> list[torch.Tensor]:
-    "CBS-S's candidate start masks: RMP's, or the one group-wise OBS mask of a pattern or a later step."
-    if groups is None and fixed is None:
-        return rmp_masks(w, sparsity, tries, torch.Generator().manual_seed(seed))
-    groups = torch.zeros(len(w), dtype=torch.long, device=w.device) if groups is None else groups
+    "CBS-S's candidate start masks: RMP's, or the one group-wise OBS mask of a pattern."
+    if groups is None:
+        return rmp_masks(w, sparsity, tries, torch.Generator().manual_seed(seed), fixed)
     counts = torch.tensor([pruned_count(len(w), sparsity)]) if counts is None else counts
     return [group_mask(obs_scores(w, fisher), groups, counts, fixed)]
 
@@ -242,8 +257,6 @@ def cbs_select(
 ) -> tuple[torch.Tensor, dict]:
     "CBS-S: the removed-mask found by RMP initialisation (or, with groups, the OBS mask) and swap search."
     score = loss_fn or (lambda m: quadratic_cost(w, m, fisher))
-    if groups is not None or fixed is not None:
-        groups = torch.zeros(len(w), dtype=torch.long, device=w.device) if groups is None else groups
     masks = initial_masks(w, fisher, sparsity, tries, seed, groups, counts, fixed)
     losses = [score(m) for m in masks]
     start = min(range(len(masks)), key=losses.__getitem__)
