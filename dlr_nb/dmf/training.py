@@ -30,10 +30,10 @@ from ..stats import select_rows
 __all__ = ['FACTORIZATION_OPTIMIZERS', 'PROBLEM_KINDS', 'NETWORK_KINDS', 'TrainLog', 'factorization_optimizer',
            'recovery_metrics', 'log_entry', 'timed_steps', 'train', 'rho_recursion', 'complement', 'invariant_bases',
            'complement_scale', 'factor_singular_values', 'singular_value_series', 'factor_snapshots',
-           'sketched_snapshots', 'singular_groups', 'trajectory_pca', 'step_cost_ratio', 'speedup', 'log_rows',
-           'plot_curves', 'format_reached', 'stop_rule', 'finish_line', 'worst_error_ratio', 'medians_by', 'means_by',
-           'ProblemSpec', 'make_problem', 'NetworkSpec', 'build_network', 'RunSpec', 'log_value', 'train_run',
-           'train_runs']
+           'sketched_snapshots', 'singular_groups', 'trajectory_pca', 'step_cost_ratio', 'speedup_bound', 'speedup',
+           'log_rows', 'plot_curves', 'format_reached', 'stop_rule', 'finish_line', 'worst_error_ratio', 'medians_by',
+           'means_by', 'ProblemSpec', 'make_problem', 'NetworkSpec', 'build_network', 'RunSpec', 'log_value',
+           'train_run', 'train_runs']
 
 # %% ../../nbs/dmf/11_training.ipynb #1bb74176
 @dataclass
@@ -298,7 +298,25 @@ def step_cost_ratio(
     t_loss = benchmark(loss_grad, repeat=repeat, warmup=2, device=device)
     return {"step_seconds": t_step, "loss_grad_seconds": t_loss, "ratio": t_step / t_loss}
 
-# %% ../../nbs/dmf/11_training.ipynb #a8c38581
+# %% ../../nbs/dmf/11_training.ipynb #64f9e2e3
+def speedup_bound(
+    reference: TrainLog,  # e.g. the original network
+    other: TrainLog,  # e.g. the compressed network
+    level: float | None = None,  # the error to reach (default: the reference's final recovery error)
+    metric: str = "recovery",  # loss, recovery or relative
+    x: str = "seconds",  # seconds (wall time) or step (iterations)
+) -> tuple[float, bool]:
+    "(ratio, censored): the speedup, or where only `other` never reaches `level`, its upper bound over other's run."
+    level = getattr(reference, metric)[-1] if level is None else level
+    a, b = reference.first(level, metric, x), other.first(level, metric, x)
+    if a is None:
+        return float("nan"), False  # no time to compare with
+    if b is None:  # other needs more than its whole run, so the ratio is below a over that run's length
+        run_length = getattr(other, x)[-1]
+        return (a / run_length if run_length > 0 else math.inf), True
+    return (float("nan") if b <= 0 else a / b), False
+
+# %% ../../nbs/dmf/11_training.ipynb #390f06d2
 def speedup(
     reference: TrainLog,  # e.g. the original network
     other: TrainLog,  # e.g. the compressed network
@@ -307,13 +325,8 @@ def speedup(
     x: str = "seconds",  # seconds (wall time) or step (iterations)
 ) -> float:
     "How many times sooner `other` reaches `level` than `reference` (0: only `other` never does it)."
-    level = getattr(reference, metric)[-1] if level is None else level
-    a, b = reference.first(level, metric, x), other.first(level, metric, x)
-    if a is None:
-        return float("nan")  # no time to compare with
-    if b is None:
-        return 0.0  # infinitely slower: a run that never gets there is a result, not a missing one
-    return float("nan") if b <= 0 else a / b
+    ratio, censored = speedup_bound(reference, other, level, metric, x)
+    return 0.0 if censored else ratio
 
 # %% ../../nbs/dmf/11_training.ipynb #379f94da
 def log_rows(
