@@ -7,17 +7,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= cpu
-# two experiments at a time, one thread each: the environment experiment measures this faster than one at a time
-# with two threads on the 2-core machine the book is made for (env.jobs_side_by_side_*); JOBS=1 runs them in turn
-JOBS ?= 2
+# at the cpu profile two experiments at a time, one thread each: the environment experiment measures this faster than
+# one at a time with two threads on the 2-core machine the book is made for (env.jobs_side_by_side_*); elsewhere (a GPU)
+# one at a time, since two kernels sharing a GPU are not measured. JOBS=N sets it.
+JOBS ?= $(if $(filter cpu,$(PROFILE)),2,1)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: book test install export nbtest check-clean clean publish dist
 
 # torch==2.13.0 goes in the same pip command as everything else: alone, a dependency would pull a multi-GB CUDA build;
-# constraints.txt pins the libraries the committed results were measured with (they are in each result's key)
+# constraints.txt pins the libraries the committed results were measured with (they are in each result's key), torch
+# as its CPU build 2.13.0+cpu, which PyPI does not serve: TORCH_INDEX is the PyTorch index that does (empty: none)
 $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt "torch==2.13.0" -e ".[dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "torch==2.13.0" -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -50,7 +50,7 @@ def test_the_install_pins_the_libraries_the_committed_results_were_measured_with
     for manifest in sorted((REPO / "book" / "results").glob("[cp]*/*/manifest.json")):
         libraries = json.loads(manifest.read_text(encoding="utf-8"))["parts"]["libraries"]
         for library, version in libraries.items():
-            assert pins.get(library) == version.split("+")[0], f"{manifest.parent.name}: {library} {version}"
+            assert pins.get(library) == version, f"{manifest.parent.name}: {library} {version} ≠ {pins.get(library)}"
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=[f"{p.parents[2].name}-{p.stem}" for p in RESULTS])
