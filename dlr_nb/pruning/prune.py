@@ -41,7 +41,7 @@ from dlr_nb.pruning.surgery import (
 
 # %% auto #0
 __all__ = ['METHODS', 'PATTERNS', 'SCOPES', 'apply_masks', 'removed_mask', 'measured_sparsity', 'remove_masks', 'data_loss',
-           'accuracy', 'layer_inputs', 'PruningMethod', 'method_list', 'removal_plan', 'check_pattern',
+           'correct', 'accuracy', 'layer_inputs', 'PruningMethod', 'method_list', 'removal_plan', 'check_pattern',
            'check_model_data', 'check_prune_args', 'check_given', 'Schedule', 'pruning_schedule', 'StepOptions',
            'prune_step', 'run_steps', 'prune', 'ScalingModel', 'scaling_network', 'fisher_forms', 'train_scaling_model',
            'timed_prune', 'scaling_trial']
@@ -97,8 +97,22 @@ def data_loss(
     batches = zip(x.split(batch_size), y.split(batch_size))
     return float(sum(F.cross_entropy(model(xb), yb, reduction="sum") for xb, yb in batches) / len(x))
 
-# %% ../../nbs/pruning/42_prune.ipynb #4f4e7a01
+# %% ../../nbs/pruning/42_prune.ipynb #5b3b04cc
 @torch.no_grad()
+def correct(
+    model: nn.Module,  # a classifier returning (batch, classes) scores
+    x: torch.Tensor,  # inputs
+    y: torch.Tensor,  # labels
+    batch_size: int = 5000,  # samples per forward pass
+) -> torch.Tensor:
+    "Whether each sample is classified correctly (eval mode, the model's mode restored); (len(x),) bool."
+    was = model.training
+    model.eval()
+    hits = torch.cat([model(xb).argmax(1) == yb for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
+    model.train(was)
+    return hits
+
+
 def accuracy(
     model: nn.Module,  # a classifier returning (batch, classes) scores
     x: torch.Tensor,  # inputs
@@ -106,11 +120,7 @@ def accuracy(
     batch_size: int = 5000,  # samples per forward pass
 ) -> float:
     "Share of correctly classified samples (the model is evaluated in eval mode, its mode restored)."
-    was = model.training
-    model.eval()
-    hits = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
-    model.train(was)
-    return hits / len(x)
+    return int(correct(model, x, y, batch_size).sum()) / len(x)
 
 # %% ../../nbs/pruning/42_prune.ipynb #6ebf3674
 def layer_inputs(
@@ -149,7 +159,7 @@ def _select_cbs(w, sparsity, fisher, search, pattern=None):
     if pattern is None:
         return cbs_select(w, fisher, sparsity, **search)
     groups, counts, fixed = pattern
-    if len(counts) == 1:  # a later step of global pruning: the one-shot search, earlier removals kept
+    if len(counts) == 1 and int(counts.sum()) < len(w):  # a step of global pruning: the one-shot search
         return cbs_select(w, fisher, int(counts.sum()) / len(w), **search, fixed=fixed)
     return cbs_select(w, fisher, sparsity, **search, groups=groups, counts=counts, fixed=fixed)
 

@@ -120,6 +120,8 @@ def rmp_masks(
     check_type("tries", tries, int)
     check_range("tries", tries, 1)
     d, p = len(w), pruned_count(len(w), sparsity)
+    if fixed is not None and int(fixed.sum()) > p:
+        raise ValueError(f"fixed: {int(fixed.sum())} weights removed earlier, more than the {p} this sparsity removes")
     a = w.abs().cpu()
     if fixed is not None:
         a[fixed.cpu()] = -1.0  # below every magnitude: removed first
@@ -232,6 +234,8 @@ def initial_masks(
     fixed: torch.Tensor | None = None,  # weights removed by an earlier step, in every mask
 ) -> list[torch.Tensor]:
     "CBS-S's candidate start masks: RMP's, or the one group-wise OBS mask of a pattern."
+    if groups is None and counts is not None:
+        raise ValueError("counts: a budget per group needs groups")
     if groups is None:
         return rmp_masks(w, sparsity, tries, torch.Generator().manual_seed(seed), fixed)
     counts = torch.tensor([pruned_count(len(w), sparsity)]) if counts is None else counts
