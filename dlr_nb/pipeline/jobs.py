@@ -14,7 +14,7 @@ import torch
 from ..core import check_choice, check_range
 
 # %% auto #0
-__all__ = ['WORKLOADS', 'run_workload', 'job_pair_seconds', 'job_layout_rounds']
+__all__ = ['WORKLOADS', 'run_workload', 'job_pair_times', 'job_layout_rounds']
 
 # %% ../../nbs/pipeline/82_jobs.ipynb #2b80b5cf
 WORKLOADS = {
@@ -46,57 +46,87 @@ def _feed_forward_steps(steps: int, g: torch.Generator):
 def run_workload(
     name: str,  # a key of WORKLOADS
     steps: int,  # how many steps
-    threads: int = 1,  # torch threads of this process
+    threads: int | None = None,  # torch threads of this process (None: torch's default)
 ) -> float:
-    "Run `steps` of a workload here with `threads` threads; its seconds."
+    "Run `steps` of a workload here; the seconds its steps took."
     check_choice("name", name, list(WORKLOADS))
     check_range("steps", steps, 1)
-    check_range("threads", threads, 1)
-    torch.set_num_threads(threads)
+    if threads is not None:
+        check_range("threads", threads, 1)
+        torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     (_factorization_steps if name == "small" else _feed_forward_steps)(steps, g)
     return time.perf_counter() - start
 
 # %% ../../nbs/pipeline/82_jobs.ipynb #10ed4167
-def _job(name: str, steps: int, threads: int) -> subprocess.Popen:
-    code = f"from dlr_nb.pipeline.jobs import run_workload; run_workload({name!r}, {steps}, {threads})"
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    return subprocess.Popen([sys.executable, "-c", code], env=env)
+def _job(name: str, steps: int, threads: int | None) -> subprocess.Popen:
+    "A fresh process that runs the workload and prints the seconds its steps took."
+    code = f"from dlr_nb.pipeline.jobs import run_workload; print(run_workload({name!r}, {steps}, {threads}))"
+    env = dict(os.environ)
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
 
 
-def job_pair_seconds(
+def _finish(job: subprocess.Popen, name: str, timeout: float) -> float:
+    "Wait for a job and read the seconds it printed; a RuntimeError if it failed."
+    out, _ = job.communicate(timeout=timeout)
+    if job.returncode:
+        raise RuntimeError(f"a {name} job exited with {job.returncode}")
+    return float(out.split()[-1])
+
+# %% ../../nbs/pipeline/82_jobs.ipynb #be818af5
+def job_pair_times(
     name: str,  # a key of WORKLOADS
     steps: int,  # steps of each job
     layout: str,  # side-by-side or in-turn
-    cores: int | None = None,  # cores to share (None: os.cpu_count())
-) -> float:
-    "Wall seconds to finish two jobs of a workload: side by side with cores/2 threads each, or in turn with all."
+    cores: int | None = None,  # cores to share side by side (None: os.cpu_count())
+    timeout: float = 600.0,  # seconds a job may take before it is killed
+) -> dict:
+    "Two jobs side by side (cores/2 threads each) or in turn (default threads): wall and compute seconds."
     check_choice("layout", layout, ["side-by-side", "in-turn"])
     cores = cores or os.cpu_count() or 1
-    start = time.perf_counter()
-    if layout == "side-by-side":
-        jobs = [_job(name, steps, max(1, cores // 2)) for _ in range(2)]
-        codes = [job.wait() for job in jobs]
-    else:
-        codes = [_job(name, steps, cores).wait() for _ in range(2)]
-    if any(codes):
-        raise RuntimeError(f"a {name} job exited with {codes}")
-    return time.perf_counter() - start
+    start, jobs = time.perf_counter(), []
+    try:
+        if layout == "side-by-side":
+            jobs = [_job(name, steps, max(1, cores // 2)) for _ in range(2)]
+            compute = max(_finish(job, name, timeout) for job in jobs)
+        else:
+            compute = 0.0
+            for _ in range(2):
+                jobs.append(_job(name, steps, None))
+                compute += _finish(jobs[-1], name, timeout)
+    finally:
+        for job in jobs:  # a job left running by an error or a timeout
+            if job.poll() is None:
+                job.kill()
+    return {"wall": time.perf_counter() - start, "compute": compute}
 
 # %% ../../nbs/pipeline/82_jobs.ipynb #d69fef34
 def job_layout_rounds(
     name: str,  # a key of WORKLOADS
     steps: int,  # steps of each job
-    rounds: int = 5,  # rounds, at least 2
-    cores: int | None = None,  # cores to share (None: os.cpu_count())
+    rounds: int = 6,  # rounds, at least 2 (even: each layout goes first equally often)
+    cores: int | None = None,  # cores to share side by side (None: os.cpu_count())
 ) -> list[dict]:
-    "Both layouts' seconds in each round, back to back, and the side-by-side speedup (in turn / side by side)."
+    "Both layouts' wall and compute seconds in each round, back to back, and the side-by-side speedups."
     check_range("rounds", rounds, 2)
     rows = []
     for k in range(rounds):
         order = ["side-by-side", "in-turn"] if k % 2 == 0 else ["in-turn", "side-by-side"]
-        seconds = {layout: job_pair_seconds(name, steps, layout, cores) for layout in order}
-        speedup = seconds["in-turn"] / seconds["side-by-side"]
-        rows.append({"workload": name, "round": k, **seconds, "side_by_side_speedup": speedup})
+        times = {layout: job_pair_times(name, steps, layout, cores) for layout in order}
+        side, turn = times["side-by-side"], times["in-turn"]
+        rows.append(
+            {
+                "workload": name,
+                "round": k,
+                "side_by_side_compute": side["compute"],
+                "in_turn_compute": turn["compute"],
+                "side_by_side_wall": side["wall"],
+                "in_turn_wall": turn["wall"],
+                "side_by_side_speedup": turn["compute"] / side["compute"],
+                "side_by_side_wall_speedup": turn["wall"] / side["wall"],
+            }
+        )
     return rows
