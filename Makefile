@@ -15,12 +15,14 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: book test install export nbtest check-clean clean publish dist
 
-# torch==2.13.0 goes in the same pip command as everything else: alone, a dependency would pull a multi-GB CUDA build;
-# constraints.txt pins the libraries the committed results were measured with (they are in each result's key), torch
-# as its CPU build 2.13.0+cpu, which PyPI does not serve: TORCH_INDEX is the PyTorch index that does (empty: none)
+# torch first, as its CPU build 2.13.0+cpu (a plain torch from PyPI is a multi-GB CUDA build), from TORCH_INDEX, the
+# PyTorch index that serves it (empty: none; a local wheel mirror is enough), then everything else. constraints.txt
+# pins the libraries the committed results were measured with: their versions are in each result's key.
 $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "torch==2.13.0" -e ".[dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check --retries 1 -c constraints.txt \
+	  $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "torch==2.13.0+cpu"
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)
