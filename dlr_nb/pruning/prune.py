@@ -17,6 +17,7 @@ from torch.nn.utils import prune as torch_prune
 from ..core import PeakMemory, Timer, check_choice, check_finite, check_range, resolve_device
 from ..data import make_mnist1d
 from ..models import ConvNet1D, ReLUNet, train_classifier
+from ..stats import mean_interval
 from dlr_nb.pruning.fisher import (
     PRUNABLE,
     check_data,
@@ -41,10 +42,10 @@ from dlr_nb.pruning.surgery import (
 
 # %% auto #0
 __all__ = ['METHODS', 'PATTERNS', 'SCOPES', 'apply_masks', 'removed_mask', 'measured_sparsity', 'remove_masks', 'data_loss',
-           'correct', 'accuracy', 'layer_inputs', 'PruningMethod', 'method_list', 'removal_plan', 'check_pattern',
-           'check_model_data', 'check_prune_args', 'check_given', 'Schedule', 'pruning_schedule', 'StepOptions',
-           'prune_step', 'run_steps', 'prune', 'ScalingModel', 'scaling_network', 'fisher_forms', 'train_scaling_model',
-           'timed_prune', 'scaling_trial']
+           'correct', 'accuracy', 'accuracy_difference', 'layer_inputs', 'PruningMethod', 'method_list', 'removal_plan',
+           'check_pattern', 'check_model_data', 'check_prune_args', 'check_given', 'Schedule', 'pruning_schedule',
+           'StepOptions', 'prune_step', 'run_steps', 'prune', 'ScalingModel', 'scaling_network', 'fisher_forms',
+           'train_scaling_model', 'timed_prune', 'scaling_trial']
 
 # %% ../../nbs/pruning/42_prune.ipynb #a8c9a03a
 def apply_masks(
@@ -121,6 +122,15 @@ def accuracy(
 ) -> float:
     "Share of correctly classified samples (the model is evaluated in eval mode, its mode restored)."
     return int(correct(model, x, y, batch_size).sum()) / len(x)
+
+# %% ../../nbs/pruning/42_prune.ipynb #0361fdfa
+def accuracy_difference(
+    better: torch.Tensor,  # (n,) bool: which samples one model classifies correctly (`correct`)
+    worse: torch.Tensor,  # (n,) bool: the same samples, the other model
+    level: float = 0.95,  # confidence level of the interval
+) -> dict:
+    "Accuracy of `better` minus `worse` in points, paired sample by sample: `mean_interval` of the differences."
+    return mean_interval((100 * (better.double() - worse.double())).tolist(), level=level)
 
 # %% ../../nbs/pruning/42_prune.ipynb #6ebf3674
 def layer_inputs(

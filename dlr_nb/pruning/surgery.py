@@ -123,8 +123,9 @@ def rmp_masks(
     if fixed is not None and int(fixed.sum()) > p:
         raise ValueError(f"fixed: {int(fixed.sum())} weights removed earlier, more than the {p} this sparsity removes")
     a = w.abs().cpu()
+    fixed = None if fixed is None else fixed.cpu()
     if fixed is not None:
-        a[fixed.cpu()] = -1.0  # below every magnitude: removed first
+        a[fixed] = -1.0  # below every magnitude: removed first
     masks = [smallest_mask(a, p).to(w.device)]
     chunks = max(1, min(math.isqrt(d), 1000))
     for _ in range(tries):
@@ -134,7 +135,7 @@ def rmp_masks(
             if k:
                 keep[part[torch.topk(a[part], k).indices]] = True
         if fixed is not None:
-            keep[fixed.cpu()] = False
+            keep[fixed] = False
         masks.append((~kept_exactly(keep, a, d - p)).to(w.device))
     return masks
 
