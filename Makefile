@@ -15,13 +15,13 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: book test install export nbtest check-clean clean publish dist
 
-# torch first, as its CPU build 2.13.0+cpu (a plain torch from PyPI is a multi-GB CUDA build), from TORCH_INDEX, the
-# PyTorch index that serves it (empty: none; a local wheel mirror is enough), then everything else. constraints.txt
-# pins the libraries the committed results were measured with: their versions are in each result's key.
+# torch first, as the CPU build constraints.txt pins (from PyPI a plain torch is a multi-GB CUDA build), from
+# TORCH_INDEX, the PyTorch index that serves it (empty: none; a local wheel mirror is enough), then everything else.
+# constraints.txt pins the libraries the committed results were measured with: their versions are in each result's key.
 $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --retries 1 -c constraints.txt \
-	  $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "torch==2.13.0+cpu"
+	  $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) torch
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
