@@ -12,6 +12,7 @@ import time
 import torch
 
 from ..core import check_choice, check_range
+from ..parallel import thread_variables
 
 # %% auto #0
 __all__ = ['WORKLOADS', 'run_workload', 'job_pair_times', 'job_layout_rounds']
@@ -63,9 +64,7 @@ def run_workload(
 def _job(name: str, steps: int, threads: int | None) -> subprocess.Popen:
     "A fresh process that runs the workload and prints the seconds its steps took."
     code = f"from dlr_nb.pipeline.jobs import run_workload; print(run_workload({name!r}, {steps}, {threads}))"
-    env = dict(os.environ)
-    if threads is not None:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = dict(os.environ) if threads is None else {**os.environ, **thread_variables(threads)}
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
 
 
